@@ -1,0 +1,75 @@
+# The Flask app: SageMaker's GET /ping and POST /invocations, plus /execution-parameters.
+# Every error is a JSON {"error": ...} with the right status; tracebacks go to the log only.
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .content_types import CUSTOM_ATTRIBUTES, JSON, check_accept, top_k_from
+from .encoder import error_body
+from .environment import Environment
+from .errors import ServingError
+from .handler import Handler
+
+log = logging.getLogger(__name__)
+HTTP_MESSAGES = {
+    404: "not found; this server answers GET /ping, POST /invocations and "
+         "GET /execution-parameters",
+    405: "method not allowed; use GET /ping and POST /invocations",
+}
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype=JSON)
+
+
+def create_app(handler: Handler, env: Environment) -> Flask:
+    app = Flask("flower_serving")
+    app.config["MAX_CONTENT_LENGTH"] = env.max_payload_bytes
+
+    @app.get("/ping")
+    def ping() -> Response:
+        return Response(status=200)
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        check_accept(request.accept_mimetypes)
+        k = top_k_from(request.headers.get(CUSTOM_ATTRIBUTES), env.top_k, handler.num_classes)
+        body = handler.invoke(request.get_data(cache=False), request.headers.get("Content-Type"), k)
+        return _json(body)
+
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        return _json(json.dumps({
+            "MaxConcurrentTransforms": env.max_batch_size * env.workers,
+            "BatchStrategy": "SINGLE_RECORD",
+            "MaxPayloadInMB": int(env.max_payload_mb),
+        }).encode())
+
+    @app.errorhandler(ServingError)
+    def serving_error(error: ServingError) -> Response:
+        if error.status >= 500:
+            log.error("%s: %s", type(error).__name__, error)
+        return _json(error_body(str(error)), error.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        if error.code == 413:
+            message = (f"payload over the limit of {env.max_payload_mb:g} MB "
+                       "(SAGEMAKER_MAX_PAYLOAD_IN_MB)")
+        else:
+            message = HTTP_MESSAGES.get(error.code, (error.description or error.name).strip())
+        response = _json(error_body(message), error.code or 500)
+        if error.code == 405 and getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json(error_body("internal server error; see the server logs"), 500)
+
+    return app

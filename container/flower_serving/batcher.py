@@ -1,0 +1,74 @@
+# Dynamic batching: requests queue up, and one thread runs them as true batched forwards.
+# A batch closes when it is full or when the oldest request has waited max_delay.
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InferenceFailed
+from .predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    images: torch.Tensor  # n x C x H x W, preprocessed
+    future: Future
+
+
+class Batcher:
+    """submit() returns a Future of an n x classes probability tensor for the n images."""
+
+    def __init__(self, predictor: Predictor, max_batch: int, max_delay_ms: float) -> None:
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000.0
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self.batches = 0
+        self.images = 0
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, images: torch.Tensor) -> Future:
+        future: Future = Future()
+        self._queue.put(_Item(images, future))
+        return future
+
+    def _collect(self) -> list[_Item]:
+        items = [self._queue.get()]
+        count = len(items[0].images)
+        deadline = time.monotonic() + self.max_delay
+        while count < self.max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            items.append(item)
+            count += len(item.images)
+        return [item for item in items if item.future.set_running_or_notify_cancel()]
+
+    def _run(self) -> None:
+        while True:
+            items = self._collect()
+            if not items:
+                continue
+            try:
+                batch = torch.cat([item.images for item in items])
+                probs = torch.cat([self.predictor.forward(chunk)
+                                   for chunk in batch.split(self.max_batch)])
+            except Exception:  # noqa: BLE001 - reported to every waiting request, logged here
+                log.exception("batched forward of %d images failed", sum(len(i.images) for i in items))
+                for item in items:
+                    item.future.set_exception(InferenceFailed("inference failed; see server logs"))
+                continue
+            self.batches += 1
+            self.images += len(batch)
+            for item, rows in zip(items, probs.split([len(i.images) for i in items])):
+                item.future.set_result(rows)

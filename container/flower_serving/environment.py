@@ -1,0 +1,109 @@
+# Every environment variable the container reads, parsed once into one typed object.
+# Names follow SageMaker's conventions; a bad value fails start-up with an error naming the variable.
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+MODEL_SERVER_WORKERS = "MODEL_SERVER_WORKERS"
+MODEL_SERVER_TIMEOUT = "MODEL_SERVER_TIMEOUT"
+MODEL_SERVER_THREADS = "MODEL_SERVER_THREADS"
+MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+MODEL_DIR = "SM_MODEL_DIR"
+TOP_K = "TOP_K"
+MAX_BATCH_SIZE = "MAX_BATCH_SIZE"
+MAX_BATCH_DELAY_MS = "MAX_BATCH_DELAY_MS"
+MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
+INFERENCE_PRECISION = "INFERENCE_PRECISION"
+TORCH_THREADS = "TORCH_NUM_THREADS"
+LOG_LEVEL = "LOG_LEVEL"
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+GRACEFUL_TIMEOUT_S = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the container cannot use."""
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects cgroup/affinity limits where the OS reports them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _read(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], T],
+          check: Callable[[T], bool], expected: str) -> T:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}") from None
+    if not check(value):
+        raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int, upper: int = 1 << 20) -> int:
+    return _read(env, key, default, int, lambda v: 1 <= v <= upper,
+                 f"an integer from 1 to {upper}")
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    return _read(env, key, default, str.lower, lambda v: v in choices,
+                 "one of " + ", ".join(choices))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The container's settings. Build it with `Environment.from_env()`."""
+
+    port: int = 8080
+    workers: int = 1
+    threads: int = 64
+    timeout: int = 60
+    max_payload_mb: float = 6.0
+    model_dir: str = "/opt/ml/model"
+    top_k: int = 5
+    max_batch_size: int = 16
+    max_batch_delay_ms: float = 5.0
+    max_image_pixels: int = 40_000_000
+    precision: str = "auto"
+    torch_threads: int = 1
+    log_level: str = "info"
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Environment":
+        env = os.environ if env is None else env
+        cores = cpu_count()
+        return cls(
+            port=_read(env, BIND_TO_PORT, 8080, int, lambda v: 1 <= v <= 65535,
+                       "a TCP port from 1 to 65535"),
+            workers=_positive_int(env, MODEL_SERVER_WORKERS, 1, 64),
+            threads=_positive_int(env, MODEL_SERVER_THREADS, 64, 1024),
+            timeout=_positive_int(env, MODEL_SERVER_TIMEOUT, 60, 3600),
+            max_payload_mb=_read(env, MAX_PAYLOAD_IN_MB, 6.0, float, lambda v: 0 < v <= 100,
+                                 "a number of megabytes above 0 and at most 100"),
+            model_dir=env.get(MODEL_DIR, "").strip() or "/opt/ml/model",
+            top_k=_positive_int(env, TOP_K, 5, 1000),
+            max_batch_size=_positive_int(env, MAX_BATCH_SIZE, 16, 1024),
+            max_batch_delay_ms=_read(env, MAX_BATCH_DELAY_MS, 5.0, float,
+                                     lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
+            max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),
+            precision=_choice(env, INFERENCE_PRECISION, "auto", PRECISIONS),
+            torch_threads=_positive_int(env, TORCH_THREADS, cores, 1024),
+            log_level=_choice(env, LOG_LEVEL, "info", LOG_LEVELS),
+        )

@@ -1,0 +1,102 @@
+# The one preprocessing function shared by the server, predict.py and training's evaluation.
+# It reproduces the seed's torchvision pipeline exactly: Resize(255), CenterCrop(224), ToTensor, Normalize.
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The constants a checkpoint carries so training and serving cannot drift apart."""
+
+    resize: int = 255
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.crop <= self.resize:
+            raise ValueError(f"preprocessing needs 1 <= crop <= resize, got {self.crop}/{self.resize}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("preprocessing needs 3 means and 3 positive stds")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        return cls(resize=int(data["resize"]), crop=int(data["crop"]),
+                   mean=tuple(float(x) for x in data["mean"]),
+                   std=tuple(float(x) for x in data["std"]))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any Pillow mode to 8-bit RGB."""
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (ValueError, TypeError, OSError, KeyError, SyntaxError):
+        pass  # unreadable EXIF: keep the pixels as stored
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if mode != "F" and pixels.max(initial=0) > 255 else 1.0
+        pixels = np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels).convert("RGB")
+    if mode == "P" and "transparency" in image.info or mode in ("PA", "LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGB", image.size, BACKGROUND)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+    """torchvision Resize(size) on a PIL image: shorter side to `size`, bilinear."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if (new_w, new_h) == (width, height):
+        return image
+    return image.resize((new_w, new_h), Image.BILINEAR)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """torchvision CenterCrop(size) for an image at least `size` on each side."""
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """torchvision ToTensor for an RGB image: CHW float32 in [0, 1]."""
+    pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))
+    return pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous().float().div(255)
+
+
+def normalize(tensor: torch.Tensor, mean, std) -> torch.Tensor:
+    """torchvision Normalize, in place, same operation order."""
+    mean = torch.as_tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """PIL image of any mode -> normalised 3 x crop x crop float32 tensor."""
+    image = center_crop(resize_shorter(to_rgb(image), spec.resize), spec.crop)
+    return normalize(to_tensor(image), spec.mean, spec.std)

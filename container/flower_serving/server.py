@@ -1,0 +1,110 @@
+# Starts gunicorn (one gthread worker by default) around the Flask app, as SageMaker's `serve`.
+# The worker loads and warms the model before it accepts a request; a bad model exits non-zero.
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+from gunicorn.app.base import BaseApplication
+
+from .environment import GRACEFUL_TIMEOUT_S, ConfigError, Environment
+
+log = logging.getLogger("flower_serving")
+WORKER_BOOT_ERROR = 3  # gunicorn halts the whole server when a worker exits with this code
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(M)sms in=%({content-length}i)s out=%(B)s'
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=level.upper(), force=True,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+
+def build_app(env: Environment):
+    """Load, place and warm the model, start the batcher; runs once in each worker."""
+    import torch
+
+    from .app import create_app
+    from .batcher import Batcher
+    from .checkpoint import load_classifier
+    from .device import choose_precision, describe, select_device, unusable_gpu
+    from .errors import ModelLoadError
+    from .handler import Handler
+    from .predictor import Predictor
+
+    torch.set_num_threads(env.torch_threads)
+    problem = unusable_gpu()
+    if problem:
+        log.error("GPU unusable: %s", problem)
+    device = select_device()
+    started = time.perf_counter()
+    try:
+        classifier = load_classifier(env.model_dir)
+    except ModelLoadError as error:
+        log.error("cannot serve the model in %s: %s", env.model_dir, error)
+        sys.exit(WORKER_BOOT_ERROR)
+    predictor = Predictor(classifier, device, choose_precision(env.precision, device))
+    warm = predictor.warm_up((1, env.max_batch_size))
+    log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
+             classifier.source_format, len(classifier.classes),
+             "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
+    log.info("device: %s; precision %s; loaded in %.1f s, warmed up in %.1f s", describe(device),
+             predictor.precision, time.perf_counter() - started - warm, warm)
+    log.info("batching up to %d images, waiting at most %g ms; %d request threads; "
+             "payload limit %g MB", env.max_batch_size, env.max_batch_delay_ms, env.threads,
+             env.max_payload_mb)
+    batcher = Batcher(predictor, env.max_batch_size, env.max_batch_delay_ms)
+    return create_app(Handler(classifier, batcher, env), env)
+
+
+def _heartbeat_while_booting(server, worker) -> None:
+    """Keep gunicorn's timeout from killing a worker whose model is still loading."""
+    def beat() -> None:
+        while not worker.booted and worker.alive:
+            worker.notify()
+            time.sleep(1.0)
+    threading.Thread(target=beat, name="boot-heartbeat", daemon=True).start()
+
+
+class Server(BaseApplication):
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        super().__init__()
+
+    def load_config(self) -> None:
+        env = self.env
+        options = {
+            "bind": f"0.0.0.0:{env.port}",
+            "workers": env.workers,
+            "worker_class": "gthread",
+            "threads": env.threads,
+            "timeout": env.timeout,
+            "graceful_timeout": GRACEFUL_TIMEOUT_S,
+            "keepalive": 75,
+            "accesslog": "-",
+            "access_log_format": ACCESS_LOG_FORMAT,
+            "errorlog": "-",
+            "loglevel": env.log_level,
+            "post_fork": _heartbeat_while_booting,
+            "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        }
+        for key, value in options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        return build_app(self.env)
+
+
+def main() -> None:
+    try:
+        env = Environment.from_env()
+    except ConfigError as error:
+        configure_logging("info")
+        log.error("invalid configuration: %s", error)
+        sys.exit(2)
+    configure_logging(env.log_level)
+    Server(env).run()

@@ -1,0 +1,73 @@
+# Test helpers that write model directories: the Udacity seed's exact format and this project's.
+# Weights are random (seeded); that is enough to test loading, serving and numerical agreement.
+from __future__ import annotations
+
+import json
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flower_serving.architectures import attach_head, build_backbone
+from flower_serving.checkpoint import build_head, save_checkpoint
+from flower_serving.preprocess import Preprocessing
+
+
+def class_to_idx(names_file: Path) -> dict[str, int]:
+    """Class folder ids numbered as torchvision's ImageFolder does: sorted as strings."""
+    classes = sorted(json.loads(Path(names_file).read_text()))
+    return {c: i for i, c in enumerate(classes)}
+
+
+def make_seed_checkpoint(model_dir: Path, names_file: Path, fc2_size: int = 512,
+                         seed: int = 0) -> Path:
+    """The seed's save: vgg16 + classifier fc1/relu/fc2/output, keys as in its train.py."""
+    torch.manual_seed(seed)
+    mapping = class_to_idx(names_file)
+    model = build_backbone("vgg16")
+    model.classifier = nn.Sequential(OrderedDict([
+        ("fc1", nn.Linear(25088, fc2_size)), ("relu", nn.ReLU()),
+        ("fc2", nn.Linear(fc2_size, len(mapping))), ("output", nn.LogSoftmax(dim=1))]))
+    torch.save({"class_to_idx": mapping, "classes": list(mapping), "input_size": 25088,
+                "fc2_size": fc2_size, "output_size": len(mapping),
+                "state_dict": model.state_dict()}, model_dir / "checkpoint.pth")
+    shutil.copy(names_file, model_dir / "cat_to_name.json")
+    return model_dir
+
+
+def make_variant_checkpoint(model_dir: Path, names_file: Path, arch: str = "resnet18",
+                            hidden_units: int = 64, seed: int = 0) -> Path:
+    """The common Udacity variant: arch, hidden_units, state_dict, class_to_idx (+ extras)."""
+    torch.manual_seed(seed)
+    mapping = class_to_idx(names_file)
+    from flower_serving.architectures import ARCHITECTURES
+    head = nn.Sequential(OrderedDict([
+        ("0", nn.Linear(ARCHITECTURES[arch].in_features, hidden_units)), ("1", nn.ReLU()),
+        ("2", nn.Dropout(0.2)), ("3", nn.Linear(hidden_units, len(mapping))),
+        ("4", nn.LogSoftmax(dim=1))]))
+    model = attach_head(build_backbone(arch), arch, head)
+    torch.save({"arch": arch, "hidden_units": hidden_units, "state_dict": model.state_dict(),
+                "class_to_idx": mapping, "epochs": 3, "learning_rate": 0.001,
+                "optimizer": torch.optim.Adam(head.parameters()).state_dict()},
+               model_dir / "checkpoint.pth")
+    shutil.copy(names_file, model_dir / "cat_to_name.json")
+    return model_dir
+
+
+def make_project_checkpoint(model_dir: Path, names_file: Path | None, arch: str = "resnet18",
+                            hidden_units: tuple[int, ...] = (64,), seed: int = 0) -> Path:
+    """This project's own format, as train.py writes it."""
+    torch.manual_seed(seed)
+    mapping = class_to_idx(names_file) if names_file else {str(i): i for i in range(5)}
+    from flower_serving.architectures import ARCHITECTURES
+    spec = ARCHITECTURES[arch]
+    head = build_head([spec.in_features, *hidden_units, len(mapping)])
+    model = attach_head(build_backbone(arch), arch, head)
+    save_checkpoint(model_dir / "checkpoint.pth", arch=arch, hidden_units=list(hidden_units),
+                    class_to_idx=mapping, state_dict=model.state_dict(),
+                    preprocessing=Preprocessing(mean=spec.mean, std=spec.std), epochs=1)
+    if names_file:
+        shutil.copy(names_file, model_dir / "cat_to_name.json")
+    return model_dir

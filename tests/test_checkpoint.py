@@ -1,0 +1,111 @@
+# Loading every accepted checkpoint format, and refusing what cannot be rebuilt exactly.
+# The seed format is checked end to end: served probabilities equal torchvision's own model.
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from PIL import Image
+
+from checkpoints import make_project_checkpoint, make_variant_checkpoint
+from conftest import CATEGORY_NAMES
+from flower_serving.checkpoint import (
+    Classifier, ModelLoadError, classifier_from_checkpoint, load_classifier, read_checkpoint)
+from flower_serving.preprocess import preprocess
+from reference import import_reference
+
+
+def reference_seed_model(checkpoint_path):
+    """The seed's own rebuild: torchvision vgg16 + its classifier, exactly as predict.py did."""
+    torchvision, _ = import_reference()
+    data = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model = torchvision.models.vgg16()
+    model.classifier = torch.nn.Sequential(OrderedDict([
+        ("fc1", torch.nn.Linear(data["input_size"], data["fc2_size"])), ("relu", torch.nn.ReLU()),
+        ("fc2", torch.nn.Linear(data["fc2_size"], data["output_size"])),
+        ("output", torch.nn.LogSoftmax(dim=1))]))
+    model.load_state_dict(data["state_dict"])
+    T = torchvision.transforms
+    transform = T.Compose([T.Resize(255), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    return model.eval(), transform, {v: k for k, v in data["class_to_idx"].items()}
+
+
+def test_served_seed_probabilities_equal_torchvision_forward(seed_server, seed_model_dir, photos):
+    model, transform, idx_to_class = reference_seed_model(seed_model_dir / "checkpoint.pth")
+    for path in photos[:4]:
+        with torch.no_grad():
+            expected = torch.exp(model(transform(Image.open(path).convert("RGB"))[None]))[0]
+        top = torch.topk(expected, 5)
+        served = seed_server.post(path.read_bytes(), "application/x-image").json()["predictions"]
+        assert [p["class"] for p in served] == [idx_to_class[i] for i in top.indices.tolist()]
+        for p, value in zip(served, top.values.tolist()):
+            assert p["probability"] == pytest.approx(value, abs=1e-4)
+
+
+def test_seed_checkpoint_loads_as_vgg16(seed_model_dir):
+    classifier = load_classifier(seed_model_dir)
+    assert classifier.arch == "vgg16" and classifier.source_format == "udacity-seed"
+    assert len(classifier.classes) == 102 and classifier.label("1") == "pink primrose"
+
+
+def test_udacity_variant_loads(tmp_path, photos):
+    make_variant_checkpoint(tmp_path, CATEGORY_NAMES, arch="resnet18", hidden_units=32)
+    classifier = load_classifier(tmp_path)
+    assert classifier.arch == "resnet18" and classifier.source_format == "udacity-variant"
+    probs = forward(classifier, photos[0])
+    assert probs.shape == (102,) and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def forward(classifier: Classifier, path) -> torch.Tensor:
+    with torch.no_grad():
+        out = classifier.model(preprocess(Image.open(path), classifier.preprocessing)[None])
+    return torch.softmax(out, dim=1)[0]
+
+
+def test_gpu_saved_tensors_load_on_cpu(tmp_path):
+    # A CUDA-saved checkpoint stores device tags; map_location='cpu' is what makes it load here.
+    make_project_checkpoint(tmp_path, CATEGORY_NAMES, arch="resnet18")
+    data = read_checkpoint(tmp_path / "checkpoint.pth")
+    assert all(t.device.type == "cpu" for t in data["state_dict"].values())
+
+
+def test_project_format_round_trips_extras(tmp_path):
+    make_project_checkpoint(tmp_path, CATEGORY_NAMES, arch="resnet18", hidden_units=(64, 32))
+    data = read_checkpoint(tmp_path / "checkpoint.pth")
+    assert data["head"]["hidden_units"] == [64, 32] and data["epochs"] == 1
+    classifier = classifier_from_checkpoint(data)
+    assert [m.out_features for m in classifier.model.fc if hasattr(m, "out_features")] == \
+        [64, 32, 102]
+
+
+def mutate(tmp_path, source_dir, change):
+    data = torch.load(source_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda d: d.update(arch="alexnet9000"), "not supported"),
+    (lambda d: d.pop("class_to_idx"), "class_to_idx"),
+    (lambda d: d.update(class_to_idx={"a": 0, "b": 0}), "0..N-1"),
+    (lambda d: [d["state_dict"].pop(k) for k in list(d["state_dict"]) if k.startswith("fc.")],
+     "no feed-forward head"),
+    (lambda d: d["state_dict"].pop("fc.fc1.weight"), "does not fit resnet18"),
+    (lambda d: d["state_dict"].pop("layer1.0.conv1.weight"), "does not match"),
+    (lambda d: d["state_dict"].update({"fc.fc2.weight": torch.zeros(7, 64)}), "give 102 outputs"),
+    (lambda d: d.update(preprocessing={"resize": 10, "crop": 224, "mean": [0] * 3,
+                                       "std": [1] * 3}), "preprocessing"),
+    (lambda d: d.update(format_version=99), "newer"),
+])
+def test_inconsistent_checkpoints_are_refused(tmp_path, small_model_dir, change, words):
+    data = mutate(tmp_path, small_model_dir, change)
+    with pytest.raises(ModelLoadError, match=words):
+        classifier_from_checkpoint(data)
+
+
+def test_not_a_dict_is_refused(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "checkpoint.pth")
+    with pytest.raises(ModelLoadError, match="state_dict"):
+        read_checkpoint(tmp_path / "checkpoint.pth")

@@ -1,0 +1,95 @@
+# The shared preprocessing function against torchvision's own transforms (the seed's pipeline).
+# Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flower_serving.preprocess import Preprocessing, preprocess, to_rgb
+from reference import import_reference
+
+
+@pytest.fixture(scope="module")
+def seed_transform():
+    torchvision, _ = import_reference()
+    T = torchvision.transforms
+    return T.Compose([T.Resize(255), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+
+def test_matches_seed_pipeline_exactly_on_real_photos(photos, seed_transform):
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        assert torch.equal(preprocess(image), seed_transform(image)), path.name
+
+
+@pytest.mark.parametrize("size", [(224, 224), (255, 255), (256, 1000), (1000, 256), (300, 301),
+                                  (1, 1), (3, 2000), (2000, 3), (225, 224)])
+def test_matches_seed_pipeline_on_odd_sizes(seed_transform, size):
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    out = preprocess(image)
+    assert out.shape == (3, 224, 224)
+    assert torch.equal(out, seed_transform(image))
+
+
+def test_other_normalisation_travels_in_the_spec(photos):
+    spec = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    image = Image.open(photos[0])
+    out = preprocess(image, spec)
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    assert Preprocessing.from_dict(spec.to_dict()) == spec
+
+
+def test_invalid_spec_is_refused():
+    with pytest.raises(ValueError, match="crop"):
+        Preprocessing(resize=200, crop=224)
+
+
+def _roundtrip(image: Image.Image, fmt: str, **kw) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "RGBA", "LA", "I", "I;16", "F",
+                                  "YCbCr"])
+def test_every_mode_becomes_rgb(mode):
+    base = Image.new("RGB", (40, 30), (10, 200, 90))
+    if mode == "I;16":
+        image = Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16))
+    else:
+        image = base.convert(mode)
+    out = to_rgb(image)
+    assert out.mode == "RGB" and out.size == (40, 30)
+    if mode == "I;16":
+        assert out.getpixel((0, 0)) == (156, 156, 156)  # 40000/65535 of full scale
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    array = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    image = _roundtrip(Image.fromarray(array), "PNG")
+    out = np.asarray(to_rgb(image))[..., 0]
+    assert out.min() == 0 and out.max() == 255 and len(np.unique(out)) > 200
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert to_rgb(image).getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("P", (4, 4), 0)
+    palette.info["transparency"] = 0
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (60, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 10, 20))  # white stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rotated = to_rgb(_roundtrip(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert rotated.size == (20, 60)
+    assert sum(rotated.getpixel((10, 3))) > 600  # the stripe is now at the top

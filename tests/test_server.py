@@ -1,0 +1,147 @@
+# The `serve` process itself: start-up logs, refusing bad models, config errors and SIGTERM.
+# Each test starts its own real gunicorn process on a loopback port.
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+import requests
+import torch
+
+from serving import ServerProcess
+
+
+class Pwn:
+    """Pickles to a call of os.system: a checkpoint carrying code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def expect_refusal(model_dir, words, env=None):
+    with ServerProcess(model_dir, env) as server:
+        code = server.wait_exit(timeout=120)
+        log = server.log
+    assert code != 0
+    errors = [line for line in log.splitlines() if "cannot serve the model" in line]
+    assert len(errors) == 1, log
+    assert all(w in errors[0] for w in words), errors[0]
+    assert "Traceback" not in log
+    return log
+
+
+def test_startup_logs_device_arch_and_classes(small_server):
+    log = small_server.log
+    assert "model: resnet18 (flower-classifier format), 102 classes" in log
+    assert "device: cpu" in log
+    assert "precision" in log
+
+
+def test_missing_model_dir_exits_nonzero(tmp_path):
+    expect_refusal(tmp_path / "nowhere", ["does not exist", "checkpoint.pth"])
+
+
+def test_missing_checkpoint_exits_nonzero(tmp_path):
+    expect_refusal(tmp_path, ["checkpoint.pth", "not found"])
+
+
+def test_corrupt_checkpoint_exits_nonzero(tmp_path, small_model_dir):
+    data = (small_model_dir / "checkpoint.pth").read_bytes()
+    (tmp_path / "checkpoint.pth").write_bytes(data[: len(data) // 3])
+    expect_refusal(tmp_path, ["corrupt", "expected"])
+
+
+def test_unknown_checkpoint_format_exits_nonzero(tmp_path):
+    torch.save({"weights": torch.zeros(3), "state_dict": {"x": torch.zeros(1)}},
+               tmp_path / "checkpoint.pth")
+    expect_refusal(tmp_path, ["unrecognised checkpoint", "expected"])
+
+
+def test_checkpoint_with_pickled_code_is_refused_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "class_to_idx": {"1": 0}, "payload": Pwn(marker)},
+               tmp_path / "checkpoint.pth")
+    expect_refusal(tmp_path, ["refused", "weights_only"])
+    assert not marker.exists()
+
+
+def test_bad_cat_to_name_exits_nonzero(tmp_path, small_model_dir):
+    shutil.copy(small_model_dir / "checkpoint.pth", tmp_path)
+    (tmp_path / "cat_to_name.json").write_text("{not json")
+    expect_refusal(tmp_path, ["cat_to_name.json", "JSON"])
+
+
+@pytest.mark.parametrize("key,value", [("SAGEMAKER_BIND_TO_PORT", "http"),
+                                       ("MODEL_SERVER_WORKERS", "0"), ("TOP_K", "-3"),
+                                       ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots")])
+def test_bad_environment_exits_with_the_variable_named(tmp_path, key, value):
+    with ServerProcess(tmp_path, {key: value}) as server:
+        code = server.wait_exit(timeout=60)
+    assert code == 2
+    assert key in server.log and "invalid" in server.log
+    assert "Traceback" not in server.log
+
+
+def test_no_names_file_labels_are_class_ids(tmp_path, small_model_dir, photos):
+    shutil.copy(small_model_dir / "checkpoint.pth", tmp_path)
+    with ServerProcess(tmp_path) as server:
+        server.wait_ready()
+        predictions = server.post(photos[0].read_bytes()).json()["predictions"]
+    assert all(p["label"] == p["class"] for p in predictions)
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits(small_model_dir, photos):
+    body = photos[0].read_bytes()
+    with ServerProcess(small_model_dir, {"MAX_BATCH_SIZE": "1"}) as server:
+        server.wait_ready()
+        results: list[int] = []
+
+        def call() -> None:
+            results.append(server.post(body).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # requests are in flight (batch size 1 queues them)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.wait_exit(timeout=30)
+        elapsed = time.monotonic() - started
+        for thread in threads:
+            thread.join(timeout=30)
+    assert code == 0
+    assert elapsed < 30
+    assert results == [200] * 6, server.log
+
+
+def test_ping_answers_while_inference_is_saturated(seed_server, photos):
+    body = photos[0].read_bytes()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            seed_server.post(body)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    latencies = []
+    try:
+        for _ in range(20):
+            started = time.monotonic()
+            assert requests.get(seed_server.url + "/ping", timeout=2).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert max(latencies) < 2.0  # SageMaker's ping timeout; the benchmark reports the p99
