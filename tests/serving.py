@@ -32,10 +32,11 @@ class ServerProcess:
         self.env = {**os.environ, "SM_MODEL_DIR": str(model_dir),
                     "SAGEMAKER_BIND_TO_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
                     **(env or {})}
-        self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-{self.port}.log"
+        logs = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.log_path = log_path or logs / f"serve-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen([sys.executable, str(SERVE)], env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)

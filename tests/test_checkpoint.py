@@ -11,7 +11,12 @@ from PIL import Image
 from checkpoints import make_project_checkpoint, make_variant_checkpoint
 from conftest import CATEGORY_NAMES
 from flower_serving.checkpoint import (
-    Classifier, ModelLoadError, classifier_from_checkpoint, load_classifier, read_checkpoint)
+    Classifier,
+    ModelLoadError,
+    classifier_from_checkpoint,
+    load_classifier,
+    read_checkpoint,
+)
 from flower_serving.preprocess import preprocess
 from reference import import_reference
 

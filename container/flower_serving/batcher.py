@@ -63,12 +63,13 @@ class Batcher:
                 batch = torch.cat([item.images for item in items])
                 probs = torch.cat([self.predictor.forward(chunk)
                                    for chunk in batch.split(self.max_batch)])
-            except Exception:  # noqa: BLE001 - reported to every waiting request, logged here
-                log.exception("batched forward of %d images failed", sum(len(i.images) for i in items))
+            except Exception:
+                count = sum(len(i.images) for i in items)
+                log.exception("batched forward of %d images failed", count)
                 for item in items:
                     item.future.set_exception(InferenceFailed("inference failed; see server logs"))
                 continue
             self.batches += 1
             self.images += len(batch)
-            for item, rows in zip(items, probs.split([len(i.images) for i in items])):
+            for item, rows in zip(items, probs.split([len(i.images) for i in items]), strict=True):
                 item.future.set_result(rows)

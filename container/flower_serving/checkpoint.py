@@ -1,5 +1,5 @@
-# Reads and writes checkpoint.pth: this project's format, the Udacity seed's, and the common variant.
-# Loading never runs pickled code (weights_only=True) and refuses anything it cannot rebuild exactly.
+# Reads and writes checkpoint.pth: this project's format, the Udacity seed's, the common variant.
+# Loading never runs pickled code (weights_only=True), and refuses what it cannot rebuild exactly.
 from __future__ import annotations
 
 import json
@@ -51,7 +51,7 @@ class Classifier:
 def build_head(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers fc1..fcN with ReLU (and dropout) between, LogSoftmax output, as the seed."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), start=1):
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False), start=1):
         layers[f"fc{i}"] = nn.Linear(n_in, n_out)
         if i < len(sizes) - 1:
             layers[f"relu{i}"] = nn.ReLU()

@@ -12,8 +12,9 @@ from .checkpoint import Classifier
 def top_k(probs: torch.Tensor, k: int, classifier: Classifier) -> list[dict]:
     """One image's probabilities -> its k most likely classes, most likely first."""
     values, indices = torch.topk(probs, min(k, probs.numel()))
+    pairs = zip(values.tolist(), indices.tolist(), strict=True)
     return [{"class": classifier.classes[i], "label": classifier.label(classifier.classes[i]),
-             "probability": float(p)} for p, i in zip(values.tolist(), indices.tolist())]
+             "probability": float(p)} for p, i in pairs]
 
 
 def encode(probs: torch.Tensor, k: int, classifier: Classifier, batched: bool) -> bytes:

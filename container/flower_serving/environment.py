@@ -1,10 +1,11 @@
 # Every environment variable the container reads, parsed once into one typed object.
-# Names follow SageMaker's conventions; a bad value fails start-up with an error naming the variable.
+# Names follow SageMaker's conventions; a bad value stops start-up with an error naming it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
 MODEL_SERVER_WORKERS = "MODEL_SERVER_WORKERS"
@@ -86,7 +87,7 @@ class Environment:
         return int(self.max_payload_mb * 1024 * 1024)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Environment":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
         env = os.environ if env is None else env
         cores = cpu_count()
         return cls(

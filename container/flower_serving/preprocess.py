@@ -1,5 +1,5 @@
 # The one preprocessing function shared by the server, predict.py and training's evaluation.
-# It reproduces the seed's torchvision pipeline exactly: Resize(255), CenterCrop(224), ToTensor, Normalize.
+# It reproduces the seed's torchvision pipeline exactly: Resize, CenterCrop, ToTensor, Normalize.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -24,7 +24,8 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if not 1 <= self.crop <= self.resize:
-            raise ValueError(f"preprocessing needs 1 <= crop <= resize, got {self.crop}/{self.resize}")
+            raise ValueError(
+                f"preprocessing needs 1 <= crop <= resize, got {self.crop}/{self.resize}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocessing needs 3 means and 3 positive stds")
 
@@ -32,7 +33,7 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         return cls(resize=int(data["resize"]), crop=int(data["crop"]),
                    mean=tuple(float(x) for x in data["mean"]),
                    std=tuple(float(x) for x in data["std"]))
@@ -86,7 +87,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """torchvision ToTensor for an RGB image: CHW float32 in [0, 1]."""
     pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))
-    return pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous().float().div(255)
+    pixels = pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous()
+    return pixels.float().div(255)
 
 
 def normalize(tensor: torch.Tensor, mean, std) -> torch.Tensor:
