@@ -1,0 +1,72 @@
+# Dynamic batching: concurrent submits become one true batched forward, answers stay in order.
+# Uses a real (small) model through the real Predictor; no mocks.
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from flower_serving.batcher import Batcher
+from flower_serving.checkpoint import load_classifier
+from flower_serving.predictor import Predictor
+
+
+class CountingPredictor(Predictor):
+    """The real predictor, recording the size of every forward."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+
+    def forward(self, batch, precision=None):
+        self.release.wait(timeout=30)
+        self.sizes.append(len(batch))
+        return super().forward(batch, precision)
+
+
+def make(small_model_dir, max_batch=8, delay_ms=50.0):
+    predictor = CountingPredictor(load_classifier(small_model_dir), torch.device("cpu"), "fp32")
+    return predictor, Batcher(predictor, max_batch, delay_ms)
+
+
+def test_concurrent_requests_share_one_forward_and_match_single_results(small_model_dir):
+    predictor, batcher = make(small_model_dir)
+    inputs = [torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(i))
+              for i in range(6)]
+    futures = [batcher.submit(x) for x in inputs]
+    predictor.release.set()
+    results = [f.result(timeout=60) for f in futures]
+    assert predictor.sizes == [6]  # one true batch, not six batch-1 forwards
+    for x, result in zip(inputs, results, strict=True):
+        assert torch.allclose(result, predictor.forward(x), atol=1e-5)
+
+
+def test_batches_never_exceed_max_and_multi_image_requests_stay_whole(small_model_dir):
+    predictor, batcher = make(small_model_dir, max_batch=4, delay_ms=20)
+    futures = [batcher.submit(torch.randn(n, 3, 224, 224)) for n in (3, 3, 5)]
+    predictor.release.set()
+    shapes = [f.result(timeout=60).shape for f in futures]
+    assert shapes == [(3, 102), (3, 102), (5, 102)]
+    assert max(predictor.sizes) <= 4 and sum(predictor.sizes) == 11
+
+
+def test_a_failed_forward_fails_its_requests_and_the_next_batch_works(small_model_dir):
+    predictor, batcher = make(small_model_dir, delay_ms=0)
+    predictor.release.set()
+    bad = batcher.submit(torch.randn(1, 5, 224, 224))  # wrong channel count
+    try:
+        bad.result(timeout=60)
+        raise AssertionError("expected an error")
+    except Exception as error:  # noqa: BLE001
+        assert type(error).__name__ == "InferenceFailed" and "Traceback" not in str(error)
+    assert batcher.submit(torch.randn(1, 3, 224, 224)).result(timeout=60).shape == (1, 102)
+
+
+def test_cancelled_requests_are_skipped(small_model_dir):
+    predictor, batcher = make(small_model_dir, delay_ms=0)
+    first = batcher.submit(torch.randn(1, 3, 224, 224))
+    second = batcher.submit(torch.randn(1, 3, 224, 224))
+    assert second.cancel() or second.running()
+    predictor.release.set()
+    assert first.result(timeout=60).shape == (1, 102)

@@ -1,0 +1,42 @@
+# Device and precision choice: CPU fallback, AMX detection and the reduced-precision guard.
+# The reduced-precision check runs real photos through fp32 and bf16 and compares answers.
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from flower_serving.checkpoint import load_classifier
+from flower_serving.device import autocast_dtype, choose_precision, describe, unusable_gpu
+from flower_serving.predictor import TOP1_TOLERANCE, Predictor
+from flower_serving.preprocess import preprocess
+
+
+def test_auto_precision_follows_hardware():
+    cpu = torch.device("cpu")
+    assert choose_precision("fp32", cpu) == "fp32"
+    assert choose_precision("fp16", cpu) == "bf16"
+    assert choose_precision("auto", torch.device("cuda")) == "fp16"
+    assert choose_precision("auto", cpu) in ("fp32", "bf16")
+    assert autocast_dtype("fp32") is None and autocast_dtype("bf16") == torch.bfloat16
+
+
+def test_no_gpu_means_no_gpu_error_here():
+    # This machine has no NVIDIA device: the start-up check must stay quiet.
+    assert unusable_gpu() is None
+    assert describe(torch.device("cpu")).startswith("cpu (")
+
+
+def test_bf16_keeps_answers_on_real_photos_or_is_refused(small_model_dir, photos):
+    classifier = load_classifier(small_model_dir)
+    predictor = Predictor(classifier, torch.device("cpu"), "bf16")
+    batch = torch.stack([preprocess(Image.open(p), classifier.preprocessing) for p in photos])
+    exact, reduced = predictor.forward(batch, "fp32"), predictor.forward(batch, "bf16")
+    top1 = exact.argmax(1)
+    keeps = bool((reduced.argmax(1) == top1).all()) and float(
+        (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
+    ) <= TOP1_TOLERANCE
+    predictor.warm_up((1, 2))
+    # The warm-up guard reaches the same verdict the real photos give, or is stricter.
+    assert predictor.precision in ("bf16", "fp32")
+    if not keeps:
+        assert predictor.precision == "fp32"

@@ -1,0 +1,43 @@
+# The one typed settings object: SageMaker's defaults, parsing, and errors that name the variable.
+# Pure unit tests; `serve` exiting on a bad value is covered in test_server.py.
+from __future__ import annotations
+
+import pytest
+
+from flower_serving.environment import ConfigError, Environment
+
+
+def test_defaults_follow_sagemaker():
+    env = Environment.from_env({})
+    assert env.port == 8080 and env.timeout == 60 and env.top_k == 5
+    assert env.max_payload_mb == 6 and env.max_payload_bytes == 6 * 1024 * 1024
+    assert env.model_dir == "/opt/ml/model" and env.workers == 1
+    assert env.precision == "auto" and env.torch_threads >= 1
+
+
+def test_values_are_parsed():
+    env = Environment.from_env({
+        "SAGEMAKER_BIND_TO_PORT": "9000", "MODEL_SERVER_WORKERS": "2",
+        "MODEL_SERVER_TIMEOUT": "30", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2.5",
+        "SM_MODEL_DIR": "/models/x", "TOP_K": "3", "MAX_BATCH_SIZE": "4",
+        "MAX_BATCH_DELAY_MS": "0", "INFERENCE_PRECISION": "FP32", "LOG_LEVEL": "debug",
+        "MODEL_SERVER_THREADS": "8", "MAX_IMAGE_PIXELS": "1000", "TORCH_NUM_THREADS": "1"})
+    assert (env.port, env.workers, env.timeout, env.top_k) == (9000, 2, 30, 3)
+    assert env.max_payload_bytes == int(2.5 * 1024 * 1024)
+    assert env.model_dir == "/models/x" and env.max_batch_size == 4
+    assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.threads == 8
+
+
+def test_blank_values_mean_default():
+    assert Environment.from_env({"TOP_K": "  ", "SM_MODEL_DIR": ""}) == Environment.from_env({})
+
+
+@pytest.mark.parametrize("key,value", [
+    ("SAGEMAKER_BIND_TO_PORT", "0"), ("SAGEMAKER_BIND_TO_PORT", "70000"),
+    ("MODEL_SERVER_WORKERS", "two"), ("MODEL_SERVER_TIMEOUT", "-1"), ("TOP_K", "0"),
+    ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0"), ("MAX_BATCH_SIZE", "1.5"),
+    ("INFERENCE_PRECISION", "int4"), ("LOG_LEVEL", "loud"), ("MAX_BATCH_DELAY_MS", "nan")])
+def test_bad_values_name_the_variable(key, value):
+    with pytest.raises(ConfigError) as error:
+        Environment.from_env({key: value})
+    assert key in str(error.value) and "expected" in str(error.value)
