@@ -13,6 +13,7 @@ def test_defaults_follow_sagemaker():
     assert env.max_payload_mb == 6 and env.max_payload_bytes == 6 * 1024 * 1024
     assert env.model_dir == "/opt/ml/model" and env.workers == 1
     assert env.precision == "auto" and env.torch_threads >= 1
+    assert env.batch_size_for("cpu") == 8 and env.batch_size_for("cuda") == 32
 
 
 def test_values_are_parsed():

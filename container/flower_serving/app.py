@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from .content_types import CUSTOM_ATTRIBUTES, JSON, check_accept, top_k_from
 from .encoder import error_body
 from .environment import Environment
-from .errors import ServingError
+from .errors import PayloadTooLarge, ServingError
 from .handler import Handler
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,27 @@ def create_app(handler: Handler, env: Environment) -> Flask:
     def invocations() -> Response:
         check_accept(request.accept_mimetypes)
         k = top_k_from(request.headers.get(CUSTOM_ATTRIBUTES), env.top_k, handler.num_classes)
-        body = handler.invoke(request.get_data(cache=False), request.headers.get("Content-Type"), k)
+        body = handler.invoke(read_body(), request.headers.get("Content-Type"), k)
         return _json(body)
+
+    def read_body() -> bytes:
+        if request.content_length is not None:  # werkzeug has already refused > limit (413)
+            return request.get_data(cache=False)
+        # Chunked upload: werkzeug's limited stream would silently truncate at the limit, so
+        # read one byte more from the (server-terminated) raw stream and refuse if it is there.
+        limit = env.max_payload_bytes
+        data = request.input_stream.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(payload_message())
+        return data
+
+    def payload_message() -> str:
+        return f"payload over the limit of {env.max_payload_mb:g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB)"
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
         return _json(json.dumps({
-            "MaxConcurrentTransforms": env.max_batch_size * env.workers,
+            "MaxConcurrentTransforms": handler.batcher.max_batch * env.workers,
             "BatchStrategy": "SINGLE_RECORD",
             "MaxPayloadInMB": int(env.max_payload_mb),
         }).encode())
@@ -58,8 +72,7 @@ def create_app(handler: Handler, env: Environment) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         if error.code == 413:
-            message = (f"payload over the limit of {env.max_payload_mb:g} MB "
-                       "(SAGEMAKER_MAX_PAYLOAD_IN_MB)")
+            message = payload_message()
         else:
             message = HTTP_MESSAGES.get(error.code, (error.description or error.name).strip())
         response = _json(error_body(message), error.code or 500)

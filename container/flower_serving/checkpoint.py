@@ -142,7 +142,7 @@ def classifier_from_checkpoint(data: dict) -> Classifier:
         source = data.get("backbone_weights", "default")
         try:
             load_backbone_weights(model, arch_name, source)
-        except (ValueError, OSError, RuntimeError) as error:
+        except (ValueError, OSError, RuntimeError, ImportError) as error:
             raise ModelLoadError(f"head-only checkpoint: backbone weights {source!r} "
                                  f"could not be loaded ({error})") from None
         state = {k: v for k, v in state.items() if k.startswith(prefix)}

@@ -75,12 +75,15 @@ class Environment:
     max_payload_mb: float = 6.0
     model_dir: str = "/opt/ml/model"
     top_k: int = 5
-    max_batch_size: int = 16
+    max_batch_size: int = 0  # 0: 8 on CPU, 32 on GPU (chosen once the device is known)
     max_batch_delay_ms: float = 5.0
     max_image_pixels: int = 40_000_000
     precision: str = "auto"
     torch_threads: int = 1
     log_level: str = "info"
+
+    def batch_size_for(self, device_type: str) -> int:
+        return self.max_batch_size or (32 if device_type == "cuda" else 8)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -100,7 +103,8 @@ class Environment:
                                  "a number of megabytes above 0 and at most 100"),
             model_dir=env.get(MODEL_DIR, "").strip() or "/opt/ml/model",
             top_k=_positive_int(env, TOP_K, 5, 1000),
-            max_batch_size=_positive_int(env, MAX_BATCH_SIZE, 16, 1024),
+            max_batch_size=_read(env, MAX_BATCH_SIZE, 0, int, lambda v: 0 <= v <= 1024,
+                                 "an integer from 1 to 1024 (0 or unset: 8 on CPU, 32 on GPU)"),
             max_batch_delay_ms=_read(env, MAX_BATCH_DELAY_MS, 5.0, float,
                                      lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
             max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),

@@ -2,6 +2,7 @@
 # The worker loads and warms the model before it accepts a request; a bad model exits non-zero.
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -47,17 +48,26 @@ def build_app(env: Environment):
         log.error("cannot serve the model in %s: %s", env.model_dir, error)
         sys.exit(WORKER_BOOT_ERROR)
     predictor = Predictor(classifier, device, choose_precision(env.precision, device))
-    warm = predictor.warm_up((1, env.max_batch_size))
+    batch_size = env.batch_size_for(device.type)
+    warm = predictor.warm_up((1, batch_size))
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
     log.info("device: %s; precision %s; loaded in %.1f s, warmed up in %.1f s", describe(device),
              predictor.precision, time.perf_counter() - started - warm, warm)
     log.info("batching up to %d images, waiting at most %g ms; %d request threads; "
-             "payload limit %g MB", env.max_batch_size, env.max_batch_delay_ms, env.threads,
+             "payload limit %g MB", batch_size, env.max_batch_delay_ms, env.threads,
              env.max_payload_mb)
-    batcher = Batcher(predictor, env.max_batch_size, env.max_batch_delay_ms)
+    batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms)
     return create_app(Handler(classifier, batcher, env), env)
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each request thread its own heap arena; a few keep resident memory flat."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def _heartbeat_while_booting(server, worker) -> None:
@@ -107,4 +117,5 @@ def main() -> None:
         log.error("invalid configuration: %s", error)
         sys.exit(2)
     configure_logging(env.log_level)
+    _limit_malloc_arenas()
     Server(env).run()

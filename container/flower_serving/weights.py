@@ -78,10 +78,10 @@ def fill_backbone(model: nn.Module, head_attr: str, state: dict[str, torch.Tenso
     """
     state = {DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in state.items()}
     own = model.state_dict()
-    is_head = re.compile(rf"^{re.escape(head_attr)}\.").match
-    body = [k for k in own if not is_head(k) and not k.endswith("num_batches_tracked")]
+    head = head_attr + "."
+    body = [k for k in own if not k.startswith(head) and not k.endswith("num_batches_tracked")]
     keys = [k for k in state if not k.endswith("num_batches_tracked")]
-    if {k for k in keys if not is_head(k)} == set(body):
+    if {k for k in keys if not k.startswith(head)} == set(body):
         pairs, how = [(k, k) for k in body], "matched by name"
     else:
         pairs, how = list(zip(keys, body)), "matched by position"

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Deploys the flower classifier image as a SageMaker real-time endpoint: a new model and
+# endpoint config each run, then create-endpoint or a blue/green update-endpoint, and waits.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=SCRIPTDIR/common.sh
+source "$HERE/common.sh"
+
+usage() {
+  cat <<USAGE
+Usage: $(basename "$0") --name NAME --image IMAGE_URI --model-data S3_URI --role ROLE_ARN
+         [--instance-type ml.g4dn.xlarge] [--instance-count 1] [--workers 1]
+         [--model-server-timeout 60] [--startup-timeout 600] [--ami-version auto|none|VERSION]
+         [--timeout 1800] [--poll-seconds 15] [--dry-run]
+Create model and endpoint config NAME-<timestamp>-<rand>, then create endpoint NAME or move
+the existing one to the new config (update-endpoint: blue/green, no downtime), and wait for
+InService. The last line printed is the endpoint name.
+  --workers, --model-server-timeout  container env MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT
+  --startup-timeout   ContainerStartupHealthCheckTimeoutInSeconds (60-3600)
+  --ami-version       InferenceAmiVersion; auto = $GPU_AMI on GPU instance types
+                      (CUDA 12.6 wheels need driver >= 525), none on CPU types
+  --timeout, --poll-seconds  bound the wait for InService
+  --dry-run           print the AWS CLI calls that would change anything, make none
+Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
+USAGE
+}
+
+GPU_AMI=al2-ami-sagemaker-inference-gpu-2 # NVIDIA driver 535, CUDA 12.2
+NAME="" IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
+WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=600 AMI=auto TIMEOUT=1800 POLL=15 DRY_RUN=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --*) need_arg "$1" "${2:-}"
+      case "$1" in
+        --name) NAME=$2 ;;
+        --image) IMAGE=$2 ;;
+        --model-data) MODEL_DATA=$2 ;;
+        --role) ROLE=$2 ;;
+        --instance-type) INSTANCE_TYPE=$2 ;;
+        --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2 ;;
+        --workers) need_int "$1" "$2"; WORKERS=$2 ;;
+        --model-server-timeout) need_int "$1" "$2"; SERVER_TIMEOUT=$2 ;;
+        --startup-timeout) need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
+        --ami-version) AMI=$2 ;;
+        --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
+        --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+      esac
+      shift 2 ;;
+    *) die "unexpected argument '$1' (see --help)" ;;
+  esac
+done
+
+for opt in name image model-data role; do
+  var="${opt^^}" var="${var//-/_}"
+  [[ -n "${!var}" ]] || die "--$opt is required (see --help)"
+done
+check_endpoint_name "$NAME"
+[[ "$IMAGE" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
+  die "--image must be an image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG"
+[[ "$MODEL_DATA" =~ ^s3://[a-z0-9.-]+/[^\"\\]+\.tar\.gz$ ]] ||
+  die "--model-data must be an s3://BUCKET/KEY.tar.gz URI (see package_model.sh)"
+[[ "$ROLE" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/([A-Za-z0-9+=,.@_/-]+)$ ]] ||
+  die "--role must be an IAM role ARN (see iam/create_role.sh), got '$ROLE'"
+ROLE_NAME="${BASH_REMATCH[1]##*/}"
+[[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
+  die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
+((STARTUP_TIMEOUT >= 60 && STARTUP_TIMEOUT <= 3600)) || die "--startup-timeout must be 60-3600"
+if [[ "$AMI" == auto ]]; then
+  # Instance families the GPU inference AMIs support; CPU types keep the default AMI.
+  if [[ "$INSTANCE_TYPE" =~ ^ml\.(g4dn|g5|g6|p3|p4d|p4de|p5)\. ]]; then AMI=$GPU_AMI; else AMI=none; fi
+fi
+[[ "$AMI" == none || "$AMI" =~ ^al2[0-9]*-ami-sagemaker-inference-[a-z0-9-]+$ ]] ||
+  die "--ami-version must be auto, none or e.g. $GPU_AMI, got '$AMI'"
+
+# run: execute an AWS CLI call that changes something, or only print it with --dry-run.
+run() {
+  if ((DRY_RUN)); then
+    local arg line=""
+    for arg in "$@"; do
+      [[ "$arg" =~ ^[A-Za-z0-9_./:=,@+-]+$ ]] || arg="'${arg//\'/\'\\\'\'}'"
+      line+="$arg "
+    done
+    echo "${line% }" >&2
+  else
+    "$@"
+  fi
+}
+
+check_credentials
+if aws iam get-role --role-name "$ROLE_NAME" >/dev/null 2>"$WORK_DIR/role.err"; then :
+elif grep -q NoSuchEntity "$WORK_DIR/role.err"; then
+  die "role '$ROLE' does not exist; create it with iam/create_role.sh"
+else
+  log "warning: cannot check role $ROLE_NAME ($(last_line "$WORK_DIR/role.err")); continuing"
+fi
+
+STATUS="$(endpoint_field "$NAME" EndpointStatus)"
+case "$STATUS" in
+  "" | InService) ;;
+  Failed) die "endpoint $NAME is Failed; remove it with endpoint/delete.sh --name $NAME first" ;;
+  *) die "endpoint $NAME is $STATUS; wait until it is InService and run again" ;;
+esac
+
+SUFFIX="$(date -u +%Y%m%d-%H%M%S)-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+RESOURCE="$NAME-$SUFFIX"
+TAG="Key=flower-endpoint,Value=$NAME" # delete.sh finds resources by name prefix; tag for humans
+CONTAINER="$(printf '{"Image":"%s","ModelDataUrl":"%s","Environment":{%s}}' "$IMAGE" \
+  "$MODEL_DATA" "\"MODEL_SERVER_WORKERS\":\"$WORKERS\",\"MODEL_SERVER_TIMEOUT\":\"$SERVER_TIMEOUT\"")"
+VARIANT="$(printf '{"VariantName":"AllTraffic","ModelName":"%s","InstanceType":"%s",%s%s}' \
+  "$RESOURCE" "$INSTANCE_TYPE" \
+  "\"InitialInstanceCount\":$INSTANCE_COUNT,\"InitialVariantWeight\":1," \
+  "\"ContainerStartupHealthCheckTimeoutInSeconds\":$STARTUP_TIMEOUT")"
+[[ "$AMI" == none ]] || VARIANT="${VARIANT%\}},\"InferenceAmiVersion\":\"$AMI\"}"
+
+log "model and endpoint config: $RESOURCE (instance $INSTANCE_TYPE x$INSTANCE_COUNT, AMI $AMI)"
+run aws sagemaker create-model --model-name "$RESOURCE" --execution-role-arn "$ROLE" \
+  --primary-container "$CONTAINER" --tags "$TAG" >/dev/null
+run aws sagemaker create-endpoint-config --endpoint-config-name "$RESOURCE" \
+  --production-variants "[$VARIANT]" --tags "$TAG" >/dev/null
+if [[ -z "$STATUS" ]]; then
+  log "creating endpoint $NAME"
+  run aws sagemaker create-endpoint --endpoint-name "$NAME" --endpoint-config-name "$RESOURCE" \
+    --tags "$TAG" >/dev/null
+else
+  log "updating endpoint $NAME to $RESOURCE (blue/green; the old fleet serves until the new one is healthy)"
+  if ! run aws sagemaker update-endpoint --endpoint-name "$NAME" \
+    --endpoint-config-name "$RESOURCE" >/dev/null 2>"$WORK_DIR/update.err"; then
+    die "update-endpoint failed for $NAME: $(last_line "$WORK_DIR/update.err")" \
+      "(model and config $RESOURCE were created; endpoint/delete.sh removes them)"
+  fi
+  cat "$WORK_DIR/update.err" >&2 # warnings, or the command itself with --dry-run
+fi
+if ((DRY_RUN)); then echo "$NAME"; exit 0; fi
+
+LOGS="/aws/sagemaker/Endpoints/$NAME"
+elapsed=0
+while :; do
+  INFO="$(endpoint_field "$NAME" '[EndpointStatus,EndpointConfigName]')"
+  read -r STATUS CONFIG <<<"$INFO"
+  log "[$(printf '%5d' "$elapsed")s] endpoint $NAME: ${STATUS:-missing}"
+  case "$STATUS" in
+    InService)
+      [[ "$CONFIG" == "$RESOURCE" ]] && break
+      # SageMaker rolls a failed update back to the old config and reports InService.
+      die "update to $RESOURCE was rolled back: $(endpoint_field "$NAME" FailureReason);" \
+        "logs: CloudWatch log group $LOGS (region $REGION)" ;;
+    "") die "endpoint $NAME disappeared while waiting" ;;
+    Failed)
+      die "endpoint $NAME failed: $(endpoint_field "$NAME" FailureReason);" \
+        "logs: CloudWatch log group $LOGS (region $REGION)" ;;
+  esac
+  ((elapsed < TIMEOUT)) || die "endpoint $NAME not InService after ${TIMEOUT}s (still $STATUS)"
+  sleep "$POLL"
+  elapsed=$((elapsed + POLL))
+done
+log "endpoint $NAME is InService with config $RESOURCE"
+echo "$NAME"

@@ -1,0 +1,134 @@
+# Test helper: runs moto's HTTP server as a real process on a loopback port and gives the
+# deployment scripts an environment pointing at it (dummy credentials, AWS_ENDPOINT_URL).
+"""moto server fixtures for the AWS script tests.
+
+Use them in a test module by importing the fixture functions, which registers them there:
+    from aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+
+
+@dataclass
+class Emulator:
+    url: str
+
+    def reset(self) -> None:
+        """Forget every resource, so each test starts from an empty account."""
+        self._post("/moto-api/reset", {})
+
+    def set_endpoint_results(self, results: list[dict]) -> None:
+        """Queue canned sagemaker-runtime invoke-endpoint responses."""
+        payload = {"account_id": ACCOUNT_ID, "region": REGION, "results": results}
+        self._post("/moto-api/static/sagemaker/endpoint-results", payload)
+
+    def _post(self, path: str, payload: dict) -> None:
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status < 300, response.status
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", name="moto_server")
+def moto_server_fixture(tmp_path_factory: pytest.TempPathFactory):
+    """Start `python -m moto.server` on 127.0.0.1, wait until it answers, stop it at the end."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):  # up to ~20 s
+            if proc.poll() is not None:
+                pytest.fail(f"moto server exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(url + "/moto-api/data.json", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto server did not answer within 20 s")
+        yield Emulator(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(name="aws_env")
+def aws_env_fixture(moto_server: Emulator, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the scripts against a freshly reset emulator."""
+    moto_server.reset()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_REGION=REGION,
+        AWS_ENDPOINT_URL=moto_server.url,
+        # Keep the developer's own ~/.aws out of the tests.
+        AWS_CONFIG_FILE=str(tmp_path / "aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "aws-credentials"),
+        # The `aws` CLI installed next to this Python comes first.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def run_script(script: str, *args: str, env: dict[str, str], timeout: int = 120):
+    """Run a repo script (path relative to the repo root) as a user would."""
+    return subprocess.run(
+        [str(REPO / script), *args],
+        check=False,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def client(emulator: Emulator, service: str):
+    """A boto3 client talking to the emulator, for asserting what the scripts created."""
+    import boto3
+
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=emulator.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
