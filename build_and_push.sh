@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Build the flower-classifier SageMaker image for linux/amd64 and push it to Amazon ECR.
+# Idempotent: creates the ECR repository (scan on push) only when missing; prints the image URI last.
+set -euo pipefail
+
+usage() {
+    cat <<USAGE
+Usage: ./build_and_push.sh [--no-push] [--help] [IMAGE_NAME] [TAG]
+
+  IMAGE_NAME  ECR repository / image name (default: flower-classifier)
+  TAG         immutable tag (default: git short SHA, with -dirty for uncommitted changes);
+              'latest' is always tagged and pushed too
+  --no-push   only build and tag locally (no AWS calls); prints the local image name
+  --help      show this help
+
+Steps: account via 'aws sts get-caller-identity'; region from AWS_REGION, AWS_DEFAULT_REGION
+or the profile (AWS_PROFILE); create the ECR repository with scanOnPush if missing;
+'aws ecr get-login-password | docker login --password-stdin'; docker build --platform
+linux/amd64; tag TAG and latest; push both; print the full image URI as the last line.
+
+Environment:
+  AWS_REGION, AWS_PROFILE  usual AWS CLI settings
+  AWS_ENDPOINT_URL         send AWS API calls to this endpoint (e.g. a local moto server)
+  ECR_REGISTRY             registry host to tag/push to instead of
+                           ACCOUNT.dkr.ecr.REGION.amazonaws.com (local registries, tests)
+  BUILD_ARGS               extra 'docker build' arguments, e.g.
+                           "--build-arg VARIANT=cpu" for the CPU / serverless variant
+  PLATFORM                 build platform (default linux/amd64, what SageMaker runs)
+USAGE
+}
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "==> $*" >&2; }
+
+push=1
+args=()
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) usage; exit 0 ;;
+        --no-push) push=0 ;;
+        -*) usage >&2; die "unknown option: $arg" ;;
+        *) args+=("$arg") ;;
+    esac
+done
+((${#args[@]} <= 2)) || { usage >&2; die "too many arguments"; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+name=${args[0]:-flower-classifier}
+tag=${args[1]:-}
+if [[ -z $tag ]]; then
+    tag=$(git -C "$here" rev-parse --short HEAD 2>/dev/null) ||
+        die "no TAG given and no git commit to derive one from; pass TAG explicitly"
+    [[ -z $(git -C "$here" status --porcelain 2>/dev/null) ]] || tag="$tag-dirty"
+fi
+[[ $tag != latest ]] || die "TAG must be immutable (e.g. a version or git SHA), not 'latest'"
+read -r -a build_args <<<"${BUILD_ARGS:-}"
+
+command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
+docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+
+registry=local
+if ((push)); then
+    command -v aws >/dev/null 2>&1 || die "AWS CLI not found on PATH; install it (https://aws.amazon.com/cli/)"
+    log "1/7 account and region"
+    region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region 2>/dev/null || true)}}
+    [[ -n $region ]] || die "no AWS region; set AWS_REGION or a region in your AWS profile"
+    aws_() { aws --region "$region" ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} "$@"; }
+    account=$(aws_ sts get-caller-identity --query Account --output text) ||
+        die "no usable AWS credentials (aws sts get-caller-identity failed); run 'aws configure' or set AWS_PROFILE"
+    domain=amazonaws.com
+    [[ $region != cn-* ]] || domain=amazonaws.com.cn
+    registry=${ECR_REGISTRY:-$account.dkr.ecr.$region.$domain}
+    log "account $account, region $region, registry $registry"
+
+    log "2/7 ECR repository $name"
+    if ! aws_ ecr describe-repositories --repository-names "$name" >/dev/null 2>&1; then
+        aws_ ecr create-repository --repository-name "$name" \
+            --image-scanning-configuration scanOnPush=true >/dev/null ||
+            die "could not create ECR repository $name"
+        log "created repository $name (scan on push)"
+    fi
+
+    log "3/7 docker login $registry"
+    aws_ ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2 ||
+        die "docker login to $registry failed"
+    image=$registry/$name
+else
+    image=$name
+fi
+
+log "4/7 docker build ($image:$tag, ${PLATFORM:-linux/amd64})"
+docker build --platform "${PLATFORM:-linux/amd64}" "${build_args[@]}" \
+    -t "$image:$tag" -t "$image:latest" -f "$here/Dockerfile" "$here" >&2 || die "docker build failed"
+log "5/7 tagged $image:$tag and $image:latest"
+
+if ((push)); then
+    log "6/7 docker push"
+    docker push "$image:$tag" >&2 || die "docker push $image:$tag failed"
+    docker push "$image:latest" >&2 || die "docker push $image:latest failed"
+else
+    log "6/7 push skipped (--no-push)"
+fi
+log "7/7 done"
+echo "$image:$tag"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Serve the model in local_test/test_dir/model the way SageMaker does: `docker run IMAGE serve`
+# with test_dir mounted at /opt/ml and port 8080 published (Ctrl-C stops it).
+set -euo pipefail
+
+usage() {
+    cat <<USAGE
+Usage: local_test/serve_local.sh [--help] [IMAGE]
+
+Runs IMAGE (default flower-classifier:latest) with 'serve', mounting local_test/test_dir at
+/opt/ml and publishing localhost:\$PORT (default 8080) -> 8080; adds --gpus all when Docker has an
+NVIDIA runtime. Builds IMAGE first if it is missing (CPU variant unless an NVIDIA runtime is
+present; extra 'docker build' arguments from \$BUILD_ARGS). If test_dir/model has no
+checkpoint.pth, trains one first with local_test/train_local.sh.
+TEST_DIR overrides the directory mounted at /opt/ml (default local_test/test_dir).
+Then, from another shell: local_test/predict.sh local_test/payloads/rose.jpg
+USAGE
+}
+
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    -*) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
+esac
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
+root=$(dirname "$here")
+image=${1:-flower-classifier:latest}
+port=${PORT:-8080}
+
+command -v docker >/dev/null 2>&1 || { echo "error: docker not found on PATH" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "error: cannot reach the Docker engine; is it running?" >&2; exit 1; }
+
+gpus=()
+variant=cpu
+if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+    gpus=(--gpus all)
+    variant=gpu
+fi
+
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+    echo "image $image not found locally; building it ($variant variant) ..." >&2
+    read -r -a build_args <<<"${BUILD_ARGS:-}"
+    docker build --build-arg "VARIANT=$variant" "${build_args[@]}" -t "$image" "$root"
+fi
+
+if [[ ! -f $test_dir/model/checkpoint.pth ]]; then
+    echo "no model at $test_dir/model/checkpoint.pth; training one with train_local.sh first ..." >&2
+    "$here/train_local.sh" "$image"
+fi
+
+echo "serving $image on http://localhost:$port (POST /invocations, GET /ping); Ctrl-C stops" >&2
+exec docker run --rm "${gpus[@]}" --stop-timeout 30 \
+    -v "$test_dir:/opt/ml" -p "127.0.0.1:$port:8080" "$image" serve

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run the SageMaker training contract locally: `docker run IMAGE train` with local_test/test_dir
+# mounted at /opt/ml (hyperparameters in input/config, data in input/data/{train,valid}).
+set -euo pipefail
+
+usage() {
+    cat <<USAGE
+Usage: local_test/train_local.sh [--help] [IMAGE]
+
+Runs IMAGE (default flower-classifier:latest) with 'train', mounting local_test/test_dir at
+/opt/ml; adds --gpus all when Docker has an NVIDIA runtime. Expects images in
+  local_test/test_dir/input/data/train/<class>/*.jpg  and  .../valid/<class>/*.jpg
+and hyperparameters in local_test/test_dir/input/config/hyperparameters.json.
+The model (checkpoint.pth, cat_to_name.json) lands in local_test/test_dir/model; on failure
+the reason is in local_test/test_dir/output/failure. TEST_DIR overrides the directory mounted
+at /opt/ml (default local_test/test_dir).
+USAGE
+}
+
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    -*) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
+esac
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
+image=${1:-flower-classifier:latest}
+data=$test_dir/input/data
+
+command -v docker >/dev/null 2>&1 || { echo "error: docker not found on PATH" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "error: cannot reach the Docker engine; is it running?" >&2; exit 1; }
+docker image inspect "$image" >/dev/null 2>&1 ||
+    { echo "error: image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE" >&2; exit 1; }
+if [[ ! -d $data/train ]]; then
+    echo "error: no training data in $data/train/<class>/*.jpg" >&2
+    echo "       (and valid/<class>/ for validation), e.g. the flower_data train/ and valid/ folders" >&2
+    exit 1
+fi
+
+gpus=()
+if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+    gpus=(--gpus all)
+fi
+
+mkdir -p "$test_dir/model" "$test_dir/output"
+rm -f "$test_dir/output/failure"
+if docker run --rm "${gpus[@]}" -v "$test_dir:/opt/ml" "$image" train; then
+    echo "model written to $test_dir/model" >&2
+else
+    rc=$?
+    echo "error: training failed (exit $rc)" >&2
+    [[ ! -f $test_dir/output/failure ]] || cat "$test_dir/output/failure" >&2
+    exit "$rc"
+fi

@@ -1,0 +1,380 @@
+# Container tests: lint the Dockerfile and scripts, build the CPU image, run `train` in the
+# container on tiny generated data, then `serve` that output and call it over HTTP like SageMaker.
+"""Tests of the built image and the local_test/ harness (needs a Docker engine)."""
+
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from PIL import Image
+
+from docker_env import (
+    IMAGE_TAG,
+    REPO,
+    build_image,
+    free_port,
+    http,
+    logs,
+    remove,
+    require_docker,
+    run,
+    tool,
+    wait_exit,
+    wait_http,
+)
+
+CLASSES = {"1": (220, 40, 40), "2": (40, 200, 60), "3": (40, 60, 220)}
+TINY_HPARAMS = {
+    "arch": "resnet18",
+    "weights": "none",
+    "epochs": "1",
+    "hidden_units": "16",
+    "batch_size": "4",
+}
+PAYLOADS = REPO / "local_test" / "payloads"
+
+
+def jpeg(rgb, seed: int, size=(64, 48)) -> bytes:
+    """A solid colour image with a little deterministic noise, as JPEG bytes."""
+    img = Image.new("RGB", size, rgb)
+    px = img.load()
+    for i in range(0, size[0] * size[1], 7):
+        x, y = i % size[0], i // size[0]
+        px[x, y] = tuple((c + seed * 13 + i) % 256 for c in rgb)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 180, 20)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_ml_dir(root: pathlib.Path, hparams: dict) -> pathlib.Path:
+    """The /opt/ml layout: input/config/hyperparameters.json, input/data/{train,valid}/<class>."""
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hparams))
+    for split, count in (("train", 4), ("valid", 2)):
+        for cls, rgb in CLASSES.items():
+            d = root / "input" / "data" / split / cls
+            d.mkdir(parents=True)
+            for i in range(count):
+                (d / f"{split}_{i}.jpg").write_bytes(jpeg(rgb, i))
+    (root / "model").mkdir()
+    (root / "output").mkdir()
+    return root
+
+
+# ---------- static checks (no engine needed) ----------
+
+
+def test_hadolint_dockerfile():
+    proc = run([tool("hadolint"), str(REPO / "Dockerfile")], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shellcheck_scripts():
+    scripts = sorted(
+        p
+        for p in REPO.rglob("*.sh")
+        if not any(
+            part.startswith(".") or part in ("node_modules", "venv")
+            for part in p.relative_to(REPO).parts
+        )
+    )
+    assert scripts, "no shell scripts found"
+    proc = run([tool("shellcheck"), *map(str, scripts)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_declares_build_args():
+    text = (REPO / "Dockerfile").read_text()
+    for needle in (
+        "ARG BASE_IMAGE=",
+        "ARG VARIANT=gpu",
+        "ARG TORCH_INDEX_URL",
+        "download.pytorch.org/whl/cu126",
+        "download.pytorch.org/whl/cpu",
+        "accept-bind-to-port=true",
+        "PYTHONUNBUFFERED=1",
+    ):
+        assert needle in text, needle
+    assert "buildx" not in text and "--mount" not in text  # classic-builder compatible
+
+
+# ---------- the image ----------
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    return build_image(IMAGE_TAG, "cpu")
+
+
+def docker_sh(image: str, script: str) -> str:
+    return run(["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", script]).stdout
+
+
+def test_image_metadata(image):
+    info = json.loads(run(["docker", "image", "inspect", image]).stdout)[0]
+    cfg = info["Config"]
+    assert info["Architecture"] == "amd64"
+    assert cfg["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert "PYTHONUNBUFFERED=1" in cfg["Env"]
+    assert cfg["Cmd"] == ["serve"]
+    assert not [e for e in cfg["Env"] if e.startswith("AWS_") or "SECRET" in e or "TOKEN" in e]
+
+
+def test_serve_and_train_on_path_and_executable(image):
+    out = docker_sh(
+        image,
+        "command -v serve; command -v train; test -x /opt/program/serve "
+        "&& test -x /opt/program/train && echo ok",
+    )
+    assert out.split() == ["/opt/program/serve", "/opt/program/train", "ok"]
+
+
+def test_cpu_variant_has_cpu_torch(image):
+    out = docker_sh(image, "python -c 'import torch; print(torch.__version__, torch.version.cuda)'")
+    version, cuda = out.split()
+    assert version.startswith("2.13.0") and version.endswith("+cpu"), version
+    assert cuda == "None"
+
+
+def test_no_build_tools_caches_or_repo_files(image):
+    out = docker_sh(
+        image,
+        "for t in gcc cc make g++ git; do command -v $t; done; "
+        "ls -d /root/.cache /root/.aws /tmp/*requirements* "
+        "/opt/program/tests /opt/program/.git 2>/dev/null; true",
+    )
+    assert out.strip() == ""
+
+
+# ---------- train in the container, then serve its output ----------
+
+
+@pytest.fixture(scope="module")
+def trained(image, tmp_path_factory) -> pathlib.Path:
+    """Run local_test/train_local.sh (docker run -v DIR:/opt/ml IMAGE train) on tiny data."""
+    ml = make_ml_dir(tmp_path_factory.mktemp("ml"), TINY_HPARAMS)
+    proc = run(
+        [str(REPO / "local_test" / "train_local.sh"), image],
+        timeout=900,
+        check=False,
+        env={**os.environ, "TEST_DIR": str(ml)},
+    )
+    failure = ml / "output" / "failure"
+    assert proc.returncode == 0, (
+        proc.stdout[-3000:],
+        proc.stderr[-3000:],
+        failure.read_text() if failure.exists() else "",
+    )
+    return ml
+
+
+def test_train_writes_checkpoint(trained):
+    model = trained / "model"
+    assert (model / "checkpoint.pth").stat().st_size > 0
+    assert not (trained / "output" / "failure").exists()
+
+
+def test_train_failure_contract(image, tmp_path):
+    ml = make_ml_dir(tmp_path / "ml", {**TINY_HPARAMS, "arch": "no-such-arch"})
+    name = f"flower-train-fail-{uuid.uuid4().hex[:8]}"
+    try:
+        proc = run(
+            ["docker", "run", "--name", name, "-v", f"{ml}:/opt/ml", image, "train"],
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode != 0
+        failure = ml / "output" / "failure"
+        assert failure.exists() and failure.read_text().strip(), proc.stderr[-2000:]
+    finally:
+        remove(name)
+
+
+@pytest.fixture(scope="module")
+def server(image, trained):
+    """`docker run IMAGE serve` on the trained model, published on a loopback port."""
+    port = free_port()
+    name = f"flower-serve-{uuid.uuid4().hex[:8]}"
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-v",
+            f"{trained / 'model'}:/opt/ml/model:ro",
+            image,
+            "serve",
+        ]
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout=180, container=name)
+        yield {"url": f"http://127.0.0.1:{port}", "name": name}
+    finally:
+        remove(name)
+
+
+def test_ping(server):
+    status, _, body = http("GET", server["url"] + "/ping")
+    assert status == 200 and body == b""
+
+
+def check_predictions(status, body):
+    assert status == 200, body[:500]
+    preds = json.loads(body)["predictions"]
+    assert preds and all({"class", "label", "probability"} <= set(p) for p in preds)
+    probs = [p["probability"] for p in preds]
+    assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-4
+    assert probs == sorted(probs, reverse=True)
+    assert {p["class"] for p in preds} <= set(CLASSES)
+    return preds
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_invocations(server, kind):
+    body, ctype = (
+        (jpeg(CLASSES["1"], 1), "image/jpeg") if kind == "jpeg" else (png_bytes(), "image/png")
+    )
+    status, _, out = http("POST", server["url"] + "/invocations", body, {"Content-Type": ctype})
+    check_predictions(status, out)
+
+
+def test_invocations_real_photo(server):
+    photos = sorted(PAYLOADS.glob("*.jpg"))
+    if not photos:
+        pytest.skip("no sample photos in local_test/payloads yet")
+    status, _, out = http(
+        "POST",
+        server["url"] + "/invocations",
+        photos[0].read_bytes(),
+        {"Content-Type": "image/jpeg"},
+    )
+    check_predictions(status, out)
+
+
+@pytest.mark.parametrize("body,ctype", [(b"not an image", "image/jpeg"), (b"{}", "text/csv")])
+def test_invocations_bad_input_is_4xx(server, body, ctype):
+    status, _, _ = http("POST", server["url"] + "/invocations", body, {"Content-Type": ctype})
+    assert 400 <= status < 500
+    assert http("GET", server["url"] + "/ping")[0] == 200  # still healthy
+
+
+def test_predict_script(server, tmp_path):
+    port = server["url"].rsplit(":", 1)[1]
+    photo = tmp_path / "flower.JPG"  # upper-case extension: still image/jpeg
+    photo.write_bytes(jpeg(CLASSES["3"], 2))
+    proc = run(
+        [str(REPO / "local_test" / "predict.sh"), str(photo)],
+        env={**os.environ, "PORT": port, "TOP_K": "2"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    preds = check_predictions(200, proc.stdout.encode())
+    assert len(preds) <= 2  # TOP_K header honoured (or at least not exceeded)
+
+
+def test_bind_to_port(image, trained):
+    port, name = free_port(), f"flower-bind-{uuid.uuid4().hex[:8]}"
+    try:
+        run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-e",
+                "SAGEMAKER_BIND_TO_PORT=9090",
+                "-p",
+                f"127.0.0.1:{port}:9090",
+                "-v",
+                f"{trained / 'model'}:/opt/ml/model:ro",
+                image,
+                "serve",
+            ]
+        )
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout=180, container=name)
+        start = time.monotonic()
+        run(["docker", "stop", "-t", "30", name], timeout=60)
+        assert time.monotonic() - start < 25, "serve did not stop on SIGTERM"
+    finally:
+        remove(name)
+
+
+@pytest.mark.parametrize("content", [None, b"this is not a checkpoint"])
+def test_serve_bad_model_exits_nonzero(image, tmp_path, content):
+    model = tmp_path / "model"
+    model.mkdir()
+    if content is not None:
+        (model / "checkpoint.pth").write_bytes(content)
+    name = f"flower-badmodel-{uuid.uuid4().hex[:8]}"
+    try:
+        run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-v",
+                f"{model}:/opt/ml/model:ro",
+                image,
+                "serve",
+            ]
+        )
+        assert wait_exit(name, timeout=120) != 0
+        assert "checkpoint" in logs(name).lower()
+    finally:
+        remove(name)
+
+
+def test_serve_local_script(image, trained):
+    """local_test/serve_local.sh serves TEST_DIR/model on localhost:PORT until interrupted."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(REPO / "local_test" / "serve_local.sh"), image],
+        env={**os.environ, "PORT": str(port), "TEST_DIR": str(trained)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout=180)
+        photo = jpeg(CLASSES["2"], 3)
+        check_predictions(
+            *http(
+                "POST",
+                f"http://127.0.0.1:{port}/invocations",
+                photo,
+                {"Content-Type": "image/jpeg"},
+            )[::2]
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        left = run(["docker", "ps", "-q", "--filter", f"publish={port}"]).stdout.split()
+        for cid in left:
+            remove(cid)
+        assert not left, "serve_local.sh left its container running after Ctrl-C"
+
+
+def test_require_docker_passes():
+    require_docker()
