@@ -1,0 +1,356 @@
+# Trains a new feed-forward head on a frozen pretrained backbone and writes checkpoint.pth.
+# The logic behind train/train.py and the image's `train` entrypoint; options in build_parser().
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .architectures import ARCHITECTURES, build_backbone, get_arch
+from .checkpoint import (
+    CATEGORY_NAMES,
+    CHECKPOINT,
+    build_head,
+    describe_format,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .data import DataError, ImageDataset, data_folders, scan_folder
+from .device import unusable_gpu
+from .errors import ModelLoadError
+from .preprocess import Preprocessing
+from .weights import WeightsError, load_backbone_weights
+
+CURVE = "training_curve.png"
+DEFAULT_ARCH = "vgg16"
+DEFAULT_HIDDEN = "512"
+DEFAULT_LR = 0.001
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting when `raise_errors` is set."""
+
+    raise_errors = False
+
+    def error(self, message: str):  # type: ignore[override]
+        if self.raise_errors:
+            raise UsageError(message)
+        super().error(message)
+
+
+def hidden_sizes(text: str) -> list[int]:
+    """'512' -> [512]; '512,256' -> two hidden layers; '0' or '' -> none (a linear head)."""
+    try:
+        sizes = [int(part) for part in str(text).replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of integers like 512,256") from None
+    if any(size < 0 for size in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: hidden layer sizes must be >= 0")
+    return [size for size in sizes if size > 0]
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="train.py", description=(
+        "Train a new feed-forward classifier head on a frozen pretrained backbone (ImageFolder "
+        "data: DATA_DIR/train/<class>/*.jpg and DATA_DIR/valid/<class>/*.jpg) and save "
+        "SAVE_DIR/checkpoint.pth, which the serving image and predict.py load as is."))
+    p.add_argument("data_dir", nargs="?", help="folder holding train/ and valid/")
+    p.add_argument("--save_dir", default=".", help="where checkpoint.pth goes (default: .)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES),
+                   help=f"backbone (default {DEFAULT_ARCH}; on --resume, the checkpoint's)")
+    p.add_argument("--learning_rate", type=float, help=f"Adam learning rate (default {DEFAULT_LR})")
+    p.add_argument("--hidden_units", type=hidden_sizes, help=(
+        f"hidden layer sizes of the head: 512, or 512,256 for two, or 0 for a linear head "
+        f"(default {DEFAULT_HIDDEN})"))
+    p.add_argument("--epochs", type=int, default=3, help="epochs to run now (default 3)")
+    p.add_argument("--gpu", action="store_true", help="train on CUDA (an error if unavailable)")
+    p.add_argument("--batch_size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="image decoding processes (default min(4, CPUs); 0 = in-process)")
+    p.add_argument("--weights", default="default", help=(
+        "backbone weights: default (pretrained ImageNet), none (random init, for tests) or "
+        "PATH to a local backbone state_dict file"))
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue from a checkpoint.pth written by this script")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout between head layers")
+    p.add_argument("--no_augment", action="store_true", help=(
+        "train on center crops (preprocess()) instead of random rotation/crop/flip; backbone "
+        "features are then computed once and cached, which makes many epochs cheap"))
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--train_dir", help="training folder if not DATA_DIR/train")
+    p.add_argument("--valid_dir", help="validation folder if not DATA_DIR/valid")
+    p.add_argument("--category_names", help=(
+        f"cat_to_name.json to copy next to the checkpoint (default: DATA_DIR/{CATEGORY_NAMES} "
+        f"when present)"))
+    return p
+
+
+def parse_args(argv: list[str] | None = None, raise_errors: bool = False) -> argparse.Namespace:
+    parser = build_parser()
+    parser.raise_errors = raise_errors
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.num_workers < 0 or not 0 <= args.dropout < 1:
+        parser.error("--num_workers must be >= 0 and --dropout in [0, 1)")
+    if args.learning_rate is not None and args.learning_rate <= 0:
+        parser.error("--learning_rate must be positive")
+    return args
+
+
+def choose_device(gpu: bool) -> torch.device:
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = unusable_gpu() or (f"no usable NVIDIA GPU is visible (torch {torch.__version__}, "
+                                 f"CUDA build: {torch.version.cuda or 'none, CPU-only'})")
+        raise UsageError(f"--gpu was given but CUDA is not available: {why}. Drop --gpu to "
+                         f"train on the CPU.")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Model:
+    """Backbone (its head slot holding an Identity, so it outputs features) plus the new head."""
+
+    def __init__(self, args: argparse.Namespace, class_to_idx: dict[str, int]) -> None:
+        self.epochs_done, self.history, checkpoint = 0, [], None
+        if args.resume:
+            checkpoint = read_checkpoint(args.resume)
+            if describe_format(checkpoint) != "flower-classifier":
+                raise UsageError(f"--resume {args.resume}: not a checkpoint written by train.py")
+            self.arch, self.hidden = checkpoint["arch"], list(checkpoint["head"]["hidden_units"])
+            for option, given, saved in (("arch", args.arch, self.arch),
+                                         ("hidden_units", args.hidden_units, self.hidden)):
+                if given is not None and given != saved:
+                    raise UsageError(f"--{option} {given} differs from the checkpoint's {saved}")
+            if checkpoint["class_to_idx"] != class_to_idx:
+                raise UsageError(f"--resume {args.resume}: its classes differ from the data's")
+            self.weights = checkpoint.get("weights", checkpoint.get("backbone_weights", "none"))
+        else:
+            self.arch = args.arch or DEFAULT_ARCH
+            self.hidden = (args.hidden_units if args.hidden_units is not None
+                           else hidden_sizes(DEFAULT_HIDDEN))
+            self.weights = args.weights
+        spec = get_arch(self.arch)
+        self.prefix = spec.head_attr + "."
+        self.preprocessing = Preprocessing(mean=spec.mean, std=spec.std)
+        self.backbone = build_backbone(self.arch)
+        setattr(self.backbone, spec.head_attr, nn.Identity())
+        self.head = build_head([spec.in_features, *self.hidden, len(class_to_idx)], args.dropout)
+        if checkpoint is None:
+            self.weights_note = load_backbone_weights(self.backbone, self.arch, self.weights)
+        else:
+            self._load(checkpoint)
+        self.backbone.requires_grad_(False).eval()
+        self.optimizer = torch.optim.Adam(self.head.parameters(),
+                                          lr=args.learning_rate or DEFAULT_LR)
+        if checkpoint is not None and checkpoint.get("optimizer"):
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if args.learning_rate:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = args.learning_rate
+
+    def _load(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        head = {k[len(self.prefix):]: v for k, v in state.items() if k.startswith(self.prefix)}
+        self.head.load_state_dict(head)
+        self.epochs_done = int(checkpoint.get("epochs", 0))
+        self.history = list(checkpoint.get("history", []))
+        if checkpoint.get("state_dict_scope") == "head":
+            source = checkpoint.get("backbone_weights", "default")
+            self.weights_note = load_backbone_weights(self.backbone, self.arch, source)
+        else:
+            body = {k: v for k, v in state.items() if not k.startswith(self.prefix)}
+            self.backbone.load_state_dict(body)
+            self.weights_note = f"{self.arch}: backbone and head from {checkpoint.get('weights')}"
+
+    def head_dims(self) -> list[int]:
+        return [m.in_features for m in self.head if isinstance(m, nn.Linear)] + [
+            self.head[-2].out_features]
+
+    def to(self, device: torch.device) -> Model:
+        self.backbone.to(device)
+        self.head.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The full model's state_dict, as the serving loader expects it (head under its attr)."""
+        state = {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()}
+        state.update({self.prefix + k: v.detach().cpu() for k, v in self.head.state_dict().items()})
+        return state
+
+    def head_only(self) -> bool:
+        """Store just the head when the loader can rebuild the backbone offline (lite0)."""
+        return self.weights == "default" and get_arch(self.arch).weights_url is None
+
+
+def loader(samples, spec: Preprocessing, augmented: bool, args, shuffle: bool,
+           generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        ImageDataset(samples, spec, augmented), batch_size=args.batch_size, shuffle=shuffle,
+        num_workers=args.num_workers, generator=generator,
+        persistent_workers=args.num_workers > 0 and augmented)
+
+
+def features_of(model: Model, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Backbone features in no_grad; fp16 autocast on CUDA, float32 out."""
+    with torch.no_grad(), torch.autocast(device.type, torch.float16, enabled=device.type == "cuda"):
+        return model.backbone(images.to(device, non_blocking=True)).float()
+
+
+def extract(model: Model, batches, device: torch.device, desc: str):
+    feats, targets = [], []
+    for images, target in tqdm(batches, desc=desc, unit="batch", leave=False, file=sys.stderr):
+        feats.append(features_of(model, images, device))
+        targets.append(target.to(device))
+    return torch.cat(feats), torch.cat(targets)
+
+
+def evaluate(head: nn.Module, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Validation loss (NLL), top-1 and top-5 accuracy of the head on cached features."""
+    head.eval()
+    with torch.no_grad():
+        log_probs = torch.cat([head(chunk) for chunk in feats.split(1024)])
+    top = log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices
+    hits = top == targets[:, None]
+    return {"valid_loss": float(nn.functional.nll_loss(log_probs, targets)),
+            "top1": float(hits[:, 0].float().mean()), "top5": float(hits.any(1).float().mean())}
+
+
+def train_epoch(model: Model, batches, total: int, device: torch.device, desc: str) -> float:
+    """One pass of Adam + NLLLoss over (features or images, targets) batches; mean loss."""
+    model.head.train()
+    criterion, loss_sum, count = nn.NLLLoss(), 0.0, 0
+    bar = tqdm(batches, total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
+    for inputs, targets in bar:
+        feats = inputs if inputs.dim() == 2 else features_of(model, inputs, device)
+        targets = targets.to(device)
+        model.optimizer.zero_grad()
+        loss = criterion(model.head(feats), targets)
+        loss.backward()
+        model.optimizer.step()
+        loss_sum += float(loss.detach()) * len(targets)
+        count += len(targets)
+        bar.set_postfix(loss=f"{loss_sum / count:.3f}")
+    return loss_sum / count
+
+
+def cached_batches(feats: torch.Tensor, targets: torch.Tensor, size: int, generator):
+    order = torch.randperm(len(targets), generator=generator).to(feats.device)
+    for start in range(0, len(order), size):
+        index = order[start:start + size]
+        yield feats[index], targets[index]
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, side by side (matplotlib's OO API: no global backend)."""
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    loss_ax.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation loss")
+    acc_ax.plot(epochs, [100 * h["top1"] for h in history], "o-", label="top-1")
+    acc_ax.plot(epochs, [100 * h["top5"] for h in history], "o-", label="top-5")
+    for ax, ylabel in ((loss_ax, "NLL loss"), (acc_ax, "validation accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def category_names(args: argparse.Namespace) -> Path | None:
+    """--category_names (must exist), else DATA_DIR/cat_to_name.json if present, else None."""
+    if args.category_names:
+        if not Path(args.category_names).is_file():
+            raise UsageError(f"--category_names {args.category_names} not found")
+        return Path(args.category_names)
+    found = Path(args.data_dir or ".") / CATEGORY_NAMES
+    return found if args.data_dir and found.is_file() else None
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Train as `args` say; returns the checkpoint path. Raises on bad input."""
+    started = time.perf_counter()
+    device = choose_device(args.gpu)
+    seed_everything(args.seed)
+    train_dir, valid_dir = data_folders(args.data_dir, args.train_dir, args.valid_dir)
+    names = category_names(args)
+    train_samples, class_to_idx = scan_folder(train_dir)
+    valid_samples, _ = scan_folder(valid_dir, class_to_idx)
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    model = Model(args, class_to_idx).to(device)
+    spec = model.preprocessing
+    print(f"{model.weights_note}; head {model.head_dims()}; {len(train_samples)} training and "
+          f"{len(valid_samples)} validation images, {len(class_to_idx)} classes; {device}",
+          flush=True)
+    shuffle = torch.Generator().manual_seed(args.seed)
+    valid = extract(model, loader(valid_samples, spec, False, args, False), device,
+                    "valid features")
+    if args.no_augment:
+        train = extract(model, loader(train_samples, spec, False, args, False), device,
+                        "train features")
+    else:
+        images = loader(train_samples, spec, True, args, True, shuffle)
+    steps = -(-len(train_samples) // args.batch_size)
+    for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
+        desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
+        batches = cached_batches(*train, args.batch_size, shuffle) if args.no_augment else images
+        train_loss = train_epoch(model, batches, steps, device, desc)
+        row = {"epoch": epoch, "train_loss": train_loss, **evaluate(model.head, *valid)}
+        model.history.append(row)
+        print(f"{desc}: train loss {train_loss:.4f}, validation loss {row['valid_loss']:.4f}, "
+              f"top-1 {100 * row['top1']:.1f}%, top-5 {100 * row['top5']:.1f}%", flush=True)
+    model.epochs_done += args.epochs
+    path = save_dir / CHECKPOINT
+    save_checkpoint(
+        path, arch=model.arch, hidden_units=model.hidden, class_to_idx=class_to_idx,
+        state_dict=model.state_dict(), preprocessing=spec, head_only=model.head_only(),
+        backbone_weights="default", epochs=model.epochs_done, history=model.history,
+        optimizer=model.optimizer.state_dict(), weights=model.weights, dropout=args.dropout,
+        learning_rate=model.optimizer.param_groups[0]["lr"], batch_size=args.batch_size,
+        augment=not args.no_augment, seed=args.seed)
+    plot_curve(model.history, save_dir / CURVE)
+    if names is not None and names.resolve() != (save_dir / CATEGORY_NAMES).resolve():
+        shutil.copyfile(names, save_dir / CATEGORY_NAMES)
+    print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) and {save_dir / CURVE} in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+BAD_INPUT = (UsageError, DataError, WeightsError, ModelLoadError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except BAD_INPUT as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
