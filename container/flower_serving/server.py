@@ -62,12 +62,16 @@ def build_app(env: Environment):
     return create_app(Handler(classifier, batcher, env), env)
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each request thread its own heap arena; a few keep resident memory flat."""
+def _tune_malloc() -> None:
+    """Keep resident memory at what is live: glibc otherwise grows one heap arena per request
+    thread and, after the first big free, keeps batch-sized activation buffers for good."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    libc.mallopt(-8, 2)  # M_ARENA_MAX: two heap arenas, not one per thread
+    libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD fixed at 1 MiB: big tensors go back on free
+    libc.mallopt(-1, 1 << 24)  # M_TRIM_THRESHOLD: return heap tops over 16 MiB
 
 
 def _heartbeat_while_booting(server, worker) -> None:
@@ -117,5 +121,5 @@ def main() -> None:
         log.error("invalid configuration: %s", error)
         sys.exit(2)
     configure_logging(env.log_level)
-    _limit_malloc_arenas()
+    _tune_malloc()
     Server(env).run()
