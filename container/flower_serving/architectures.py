@@ -36,7 +36,7 @@ class VGG(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
-        for cout, n in zip((64, 128, 256, 512, 512), depths):
+        for cout, n in zip((64, 128, 256, 512, 512), depths, strict=True):
             for _ in range(n):
                 layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
                 cin = cout
@@ -98,7 +98,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
-        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths), start=1):
+        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True), start=1):
             cout = planes * 4 if bottleneck else planes
             setattr(self, f"layer{i}", nn.Sequential(*[
                 resnet_block(cout if j else cin, planes, 2 if i > 1 and j == 0 else 1, bottleneck)

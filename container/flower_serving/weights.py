@@ -84,7 +84,7 @@ def fill_backbone(model: nn.Module, head_attr: str, state: dict[str, torch.Tenso
     if {k for k in keys if not k.startswith(head)} == set(body):
         pairs, how = [(k, k) for k in body], "matched by name"
     else:
-        pairs, how = list(zip(keys, body)), "matched by position"
+        pairs, how = list(zip(keys, body, strict=False)), "matched by position"
     for file_key, model_key in pairs:
         if state[file_key].shape != own[model_key].shape:
             raise WeightsMismatch(
