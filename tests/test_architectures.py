@@ -3,6 +3,8 @@
 
 import pytest
 import torch
+from torch import nn
+
 from flower_serving.architectures import (
     ARCHITECTURES,
     attach_head,
@@ -11,7 +13,6 @@ from flower_serving.architectures import (
     get_arch,
 )
 from reference import import_reference
-from torch import nn
 
 torchvision, timm = import_reference()
 

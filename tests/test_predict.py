@@ -7,9 +7,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_training import make_color_dataset
 
 from flower_serving.training import main as train
+from sample_data import make_color_dataset
 from serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import make_color_dataset
 
 from flower_serving.checkpoint import load_classifier, read_checkpoint
 from flower_serving.sagemaker_training import ContractError, paths, read_hyperparameters, to_argv
+from sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "container" / "train"

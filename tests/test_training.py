@@ -6,35 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from flower_serving.architectures import build_backbone
 from flower_serving.checkpoint import load_classifier, read_checkpoint
 from flower_serving.training import main
+from sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / "train" / "train.py"
-COLOURS = {"1": (220, 40, 40), "2": (40, 200, 40), "3": (40, 40, 220)}
 FAST = ["--arch", "resnet18", "--weights", "none", "--num_workers", "0", "--batch_size", "8"]
-
-
-def make_color_dataset(root: Path, train: int = 8, valid: int = 3) -> Path:
-    """3 classes of noisy solid-colour 64x48 JPEGs (easily separable) + cat_to_name.json."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("valid", valid)):
-        for name, rgb in COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                noise = rng.normal(0, 25, (48, 64, 3))
-                pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.jpg")
-    names = {"1": "red flower", "2": "green flower", "3": "blue flower"}
-    (root / "cat_to_name.json").write_text(json.dumps(names))
-    return root
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

