@@ -33,15 +33,16 @@ done
 check_credentials
 "$HERE/render_policy.sh" "$HERE/execution-role-policy.json" --role-name "$ROLE_NAME" \
   "${render_args[@]}" >"$WORK_DIR/policy.json"
+"$HERE/render_policy.sh" "$HERE/trust-policy.json" >"$WORK_DIR/trust.json"
 
 if aws iam get-role --role-name "$ROLE_NAME" >/dev/null 2>"$WORK_DIR/get-role.err"; then
   log "role $ROLE_NAME exists; updating its trust policy"
   aws iam update-assume-role-policy --role-name "$ROLE_NAME" \
-    --policy-document "file://$HERE/trust-policy.json"
+    --policy-document "file://$WORK_DIR/trust.json"
 elif grep -q NoSuchEntity "$WORK_DIR/get-role.err"; then
   log "creating role $ROLE_NAME"
   aws iam create-role --role-name "$ROLE_NAME" \
-    --assume-role-policy-document "file://$HERE/trust-policy.json" \
+    --assume-role-policy-document "file://$WORK_DIR/trust.json" \
     --description "SageMaker execution role for the flower classifier endpoint" \
     --tags Key=project,Value=flower-classifier >/dev/null
 else

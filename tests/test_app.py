@@ -173,3 +173,12 @@ def test_bad_request_does_not_degrade_the_next(small_server, photos):
     for _ in range(5):
         assert small_server.post(b"\x89PNG\r\n\x1a\n garbage", "image/png").status_code == 400
     assert small_server.post(good).json() == before
+
+
+def test_line_wrapped_base64_is_accepted(small_server, photos):
+    encoded = base64.encodebytes(photos[0].read_bytes()).decode()  # 76-column lines, like `base64`
+    assert "\n" in encoded
+    response = small_server.post(json.dumps({"instances": [{"b64": encoded}]}).encode(),
+                                 "application/json")
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1

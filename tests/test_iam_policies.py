@@ -87,6 +87,8 @@ def test_trust_policy_is_sagemaker_only():
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert actions(statement) == ["sts:AssumeRole"]
+    # only this account's SageMaker may assume it (confused-deputy guard)
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "${ACCOUNT_ID}"}}
 
 
 def test_create_role_is_idempotent(aws_env, moto_server):
@@ -99,6 +101,7 @@ def test_create_role_is_idempotent(aws_env, moto_server):
     role = iam.get_role(RoleName="FlowerRole")["Role"]
     [statement] = statements(role["AssumeRolePolicyDocument"])
     assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
     assert iam.list_role_policies(RoleName="FlowerRole")["PolicyNames"] == [
         "flower-classifier-execution"
     ]

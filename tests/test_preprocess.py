@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from flower_serving.preprocess import Preprocessing, preprocess, to_rgb
+from flower_serving.preprocess import (
+    IMAGENET_STD,
+    RESIZED_PIXELS_LIMIT,
+    Preprocessing,
+    preprocess,
+    to_rgb,
+)
 from reference import import_reference
 
 
@@ -28,7 +34,7 @@ def test_matches_seed_pipeline_exactly_on_real_photos(photos, seed_transform):
 
 
 @pytest.mark.parametrize("size", [(224, 224), (255, 255), (256, 1000), (1000, 256), (300, 301),
-                                  (1, 1), (3, 2000), (2000, 3), (225, 224)])
+                                  (1, 1), (40, 2000), (2000, 40), (225, 224)])
 def test_matches_seed_pipeline_on_odd_sizes(seed_transform, size):
     rng = np.random.default_rng(sum(size))
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
@@ -93,3 +99,15 @@ def test_exif_orientation_is_applied():
     rotated = to_rgb(_roundtrip(image, "JPEG", exif=exif.tobytes(), quality=95))
     assert rotated.size == (20, 60)
     assert sum(rotated.getpixel((10, 3))) > 600  # the stripe is now at the top
+
+
+@pytest.mark.parametrize("size", [(1500, 3), (2, 1200), (4000, 1), (3, 2000)])
+def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, size):
+    """Past RESIZED_PIXELS_LIMIT only the crop is resampled: the seed's pixels within +/-2/255."""
+    width, height = size
+    assert 255 * int(255 * max(size) / min(size)) > RESIZED_PIXELS_LIMIT
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    fast, full = preprocess(image), seed_transform(image)
+    levels = (fast - full).abs() * torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    assert fast.shape == full.shape and levels.max().item() <= 2.1

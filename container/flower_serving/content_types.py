@@ -46,9 +46,12 @@ def top_k_from(custom_attributes: str | None, default: int, limit: int) -> int:
         key, sep, value = item.partition("=")
         if sep and key.strip().lower() == "top_k":
             value = value.strip()
-            if not value.isdigit() or not 1 <= int(value) <= limit:
+            # ASCII digits only, few of them: '²'.isdigit() is true yet int('²') raises, and
+            # int() refuses over 4300 digits; either would escape as a 500.
+            if not (value.isascii() and value.isdigit() and len(value) <= 6) \
+                    or not 1 <= int(value) <= limit:
                 raise BadRequest(
-                    f"top_k={value!r} in {CUSTOM_ATTRIBUTES} is invalid: "
+                    f"top_k={value[:20]!r} in {CUSTOM_ATTRIBUTES} is invalid: "
                     f"expected an integer from 1 to {limit}")
             return int(value)
     return min(default, limit)

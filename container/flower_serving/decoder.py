@@ -53,7 +53,8 @@ def decode_instances(data: bytes, max_pixels: int, max_instances: int) -> list[I
         document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest(f"JSON body is not UTF-8; {expected}") from None
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: JSONDecodeError, or an int
+        # literal over Python's 4300-digit limit, which json raises as a plain ValueError
         raise BadRequest(f"malformed JSON ({_describe(error)}); {expected}") from None
     instances = document.get("instances") if isinstance(document, dict) else None
     if not isinstance(instances, list) or not instances:
@@ -66,8 +67,8 @@ def decode_instances(data: bytes, max_pixels: int, max_instances: int) -> list[I
         encoded = instance.get("b64") if isinstance(instance, dict) else None
         if not isinstance(encoded, str):
             raise BadRequest(f"{where} has no 'b64' string; {expected}")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
+        try:  # line-wrapped base64 (the `base64` command's default) is fine
+            raw = base64.b64decode("".join(encoded.split()), validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest(f"{where}.b64 is not valid base64") from None
         images.append(decode_image(raw, max_pixels, where))

@@ -11,6 +11,9 @@ from PIL import Image, ImageOps
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+# Resize(255) of a 100000x2 image would be 12,750,000x255 pixels (GBs). Past this resized area
+# only the centre crop is resampled, from the same source box: same pixels within +/-2 levels.
+RESIZED_PIXELS_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,25 @@ def normalize(tensor: torch.Tensor, mean, std) -> torch.Tensor:
     return tensor.sub_(mean).div_(std)
 
 
+def crop_box_resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
+    """Resize-then-crop for extreme aspect ratios, resampling only the crop's source box."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(spec.resize * long / short)
+    new_w, new_h = (spec.resize, new_long) if width <= height else (new_long, spec.resize)
+    top = int(round((new_h - spec.crop) / 2.0))
+    left = int(round((new_w - spec.crop) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
+    return image.resize((spec.crop, spec.crop), Image.BILINEAR, box=box)
+
+
 def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> torch.Tensor:
     """PIL image of any mode -> normalised 3 x crop x crop float32 tensor."""
-    image = center_crop(resize_shorter(to_rgb(image), spec.resize), spec.crop)
+    image = to_rgb(image)
+    short, long = sorted(image.size)
+    if spec.resize * int(spec.resize * long / short) > RESIZED_PIXELS_LIMIT:
+        image = crop_box_resize(image, spec)
+    else:
+        image = center_crop(resize_shorter(image, spec.resize), spec.crop)
     return normalize(to_tensor(image), spec.mean, spec.std)
