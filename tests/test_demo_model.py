@@ -8,7 +8,7 @@ import pytest
 
 from flower_serving.checkpoint import load_classifier, read_checkpoint
 from flower_serving.prediction import load, predict
-from flower_serving.training import choose_device
+from flower_serving.training_args import choose_device
 from serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
 from flower_serving.checkpoint import load_classifier  # noqa: E402
 from flower_serving.data import ImageDataset, scan_folder  # noqa: E402
 from flower_serving.predictor import Predictor  # noqa: E402
-from flower_serving.training import choose_device  # noqa: E402
+from flower_serving.training_args import choose_device  # noqa: E402
 
 
 def evaluate(model_dir: str, data_dir: str, batch_size: int = 32, num_workers: int = 2,

@@ -22,7 +22,7 @@ from .encoder import top_k
 from .errors import ModelLoadError, ServingError
 from .predictor import Predictor
 from .preprocess import preprocess, to_rgb
-from .training import UsageError, choose_device
+from .training_args import UsageError, choose_device
 
 NO_PIXEL_LIMIT = 1 << 62
 

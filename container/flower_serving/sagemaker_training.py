@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CATEGORY_NAMES
-from .training import parse_args, run
+from .training import run
+from .training_args import parse_args
 
 # Hyperparameters are the CLI's long options; these are set by the contract itself.
 ALLOWED = ("arch", "learning_rate", "hidden_units", "epochs", "batch_size", "weights",
