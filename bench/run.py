@@ -82,12 +82,14 @@ def plain_baseline(model_dir: Path, files: list[Path], seconds: float) -> dict:
 
 
 def reference_rss(model_dir: Path) -> float:
-    """Resident memory of one bare process holding one loaded model (MiB)."""
+    """Resident memory of one bare process holding the model as the server runs it: same
+    device, precision and memory layout, after one batch-1 forward (MiB)."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'container')!r});"
             "import torch, psutil; from flower_serving.checkpoint import load_classifier;"
-            f"c = load_classifier({str(model_dir)!r}); x = torch.randn(1, 3, 224, 224);"
-            "torch.no_grad().__enter__(); c.model(x);"
-            "print(psutil.Process().memory_info().rss / 2**20)")
+            "from flower_serving.device import choose_precision, select_device;"
+            "from flower_serving.predictor import Predictor; d = select_device();"
+            f"p = Predictor(load_classifier({str(model_dir)!r}), d, choose_precision('auto', d));"
+            "p.warm_up((1,)); print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -183,7 +185,9 @@ def table(results: dict) -> str:
     lines = [
         f"model {results['arch']} | device {raw['device']} | precision {raw['precision']} | "
         f"{results['machine']}",
-        f"raw limit (no HTTP, batch {raw['best_batch']}): {raw['images_per_s']:.2f} img/s  "
+        f"raw limit (no HTTP, batch {raw['best_batch']}, best of before/after the served run): "
+        f"{raw['images_per_s']:.2f} img/s "
+        f"(other run {results['raw_limit_after']['images_per_s']:.2f})  "
         f"by batch: " + ", ".join(f"{b}: {v:.2f}" for b, v in raw["images_per_s_by_batch"].items()),
         f"plain baseline (PIL decode + fp32 batch-1): {base['images_per_s']:.2f} img/s",
         f"cold start {srv['cold_start_s']:.1f} s | server RSS idle {srv['rss_idle_mib']:.0f} MiB, "
@@ -228,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         results["one_model_rss_mib"] = reference_rss(model_dir)
         levels = [int(x) for x in args.concurrency.split(",")]
         results["served"] = served(model_dir, files, levels, args.seconds)
+        # The machine is shared: measure the raw limit again and keep the higher (stricter) one.
+        again = raw_limit(model_dir, [1, 4, 8, 16], args.seconds / 2)
+        results["raw_limit_after"] = again
+        if again["images_per_s"] > results["raw_limit"]["images_per_s"]:
+            results["raw_limit"], results["raw_limit_after"] = again, results["raw_limit"]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "chart.png")
     print(table(results))

@@ -49,7 +49,8 @@ def build_app(env: Environment):
         sys.exit(WORKER_BOOT_ERROR)
     predictor = Predictor(classifier, device, choose_precision(env.precision, device))
     batch_size = env.batch_size_for(device.type)
-    warm = predictor.warm_up((1, batch_size))
+    # CUDA kernels are picked per batch shape, so warm both; oneDNN on CPU needs one forward
+    warm = predictor.warm_up((1, batch_size) if device.type == "cuda" else (1,))
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
