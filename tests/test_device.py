@@ -40,3 +40,18 @@ def test_bf16_keeps_answers_on_real_photos_or_is_refused(small_model_dir, photos
     assert predictor.precision in ("bf16", "fp32")
     if not keeps:
         assert predictor.precision == "fp32"
+
+
+def test_gpu_present_but_unusable_is_a_clear_error(tmp_path, monkeypatch):
+    # The driver's /proc file is how a container sees an NVIDIA GPU; torch here cannot use one.
+    import flower_serving.device as device
+
+    driver = tmp_path / "version"
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.256.02\n")
+    monkeypatch.setattr(device, "NVIDIA_DRIVER_FILE", driver)
+    message = device.unusable_gpu()
+    assert message is not None and "470.256.02" in message
+    if torch.version.cuda is None:
+        assert "CPU-only build" in message and "gpu variant" in message
+    else:
+        assert "InferenceAmiVersion" in message

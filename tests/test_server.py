@@ -37,6 +37,17 @@ def expect_refusal(model_dir, words, env=None):
     return log
 
 
+def test_one_access_log_line_per_request_with_status_latency_and_bytes(small_server, photos):
+    body = photos[0].read_bytes()
+    assert small_server.post(body).status_code == 200
+    assert small_server.post(b"", "image/jpeg").status_code == 400
+    time.sleep(0.5)  # the access log is written after the response
+    lines = [line for line in small_server.log.splitlines() if '"POST /invocations' in line]
+    assert any(" 200 " in line and f"in={len(body)}" in line and "ms " in line
+               for line in lines), lines[-3:]
+    assert any(" 400 " in line and "in=0" in line for line in lines), lines[-3:]
+
+
 def test_startup_logs_device_arch_and_classes(small_server):
     log = small_server.log
     assert "model: resnet18 (flower-classifier format), 102 classes" in log
