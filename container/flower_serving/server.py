@@ -71,7 +71,7 @@ def _tune_malloc() -> None:
     except OSError:
         return  # not glibc: nothing to tune
     libc.mallopt(-8, 2)  # M_ARENA_MAX: two heap arenas, not one per thread
-    libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD fixed at 1 MiB: big tensors go back on free
+    libc.mallopt(-3, 1 << 18)  # M_MMAP_THRESHOLD fixed at 256 KiB: images, tensors go back on free
     libc.mallopt(-1, 1 << 24)  # M_TRIM_THRESHOLD: return heap tops over 16 MiB
 
 
