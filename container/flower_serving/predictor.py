@@ -45,7 +45,8 @@ class Predictor:
         """Run each batch size once (and check reduced precision); returns seconds taken."""
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(0)
-        sample = torch.randn(max(batch_sizes), *self.input_shape, generator=generator)
+        # at least 8 rows, so the precision check sees 8 inputs even when only batch 1 is warmed
+        sample = torch.randn(max(8, *batch_sizes), *self.input_shape, generator=generator)
         if self.precision != "fp32":
             self._check_precision(sample[:8])
         for size in sorted(set(batch_sizes)):
