@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 from collections import OrderedDict
@@ -17,8 +16,6 @@ from .architectures import ARCHITECTURES, attach_head, build_backbone
 from .errors import ModelLoadError
 from .preprocess import Preprocessing
 from .weights import load_backbone_weights
-
-log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pth"
 CATEGORY_NAMES = "cat_to_name.json"

@@ -11,7 +11,6 @@ IMAGE_TYPES = (
     "image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp",
     "image/tiff", X_IMAGE, OCTET_STREAM,
 )
-ACCEPTED = IMAGE_TYPES + (JSON,)
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
