@@ -43,6 +43,7 @@ RUN set -eu; \
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 COPY container/ /opt/program/
+COPY local_test/payloads/ /opt/program/calibration/
 RUN chmod 0755 /opt/program/serve /opt/program/train
 WORKDIR /opt/program
 

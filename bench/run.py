@@ -20,9 +20,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
+from flower_serving.calibration import find_photos, load_photos  # noqa: E402
 from flower_serving.checkpoint import load_classifier  # noqa: E402
 from flower_serving.device import choose_precision, select_device  # noqa: E402
-from flower_serving.environment import cpu_count  # noqa: E402
+from flower_serving.environment import Environment, cpu_count  # noqa: E402
 from flower_serving.predictor import Predictor  # noqa: E402
 from flower_serving.preprocess import preprocess  # noqa: E402
 from serving import ServerProcess  # noqa: E402
@@ -49,11 +50,21 @@ def model_dir_for(arch: str, work: Path) -> Path:
     return make_project_checkpoint(work, NAMES, arch=arch, hidden_units=(512,))
 
 
+def served_predictor(model_dir: Path, batch_sizes: tuple[int, ...]) -> Predictor:
+    """The model as the server runs it: same device, precision check, calibration photos."""
+    env, device = Environment.from_env(), select_device()
+    classifier = load_classifier(model_dir)
+    predictor = Predictor(classifier, device, choose_precision(env.precision, device))
+    photos = find_photos(model_dir, env.calibration_dir)
+    predictor.warm_up(batch_sizes, load_photos(photos, classifier.preprocessing,
+                                               env.max_image_pixels))
+    return predictor
+
+
 def raw_limit(model_dir: Path, batch_sizes: list[int], seconds: float) -> dict:
     """Forward-only throughput at each batch size, with the server's device and precision."""
-    device = select_device()
-    predictor = Predictor(load_classifier(model_dir), device, choose_precision("auto", device))
-    predictor.warm_up(tuple(batch_sizes))
+    predictor = served_predictor(model_dir, tuple(batch_sizes))
+    device = predictor.device
     shape = predictor.input_shape
     by_batch = {}
     for size in batch_sizes:
@@ -84,12 +95,10 @@ def plain_baseline(model_dir: Path, files: list[Path], seconds: float) -> dict:
 def reference_rss(model_dir: Path) -> float:
     """Resident memory of one bare process holding the model as the server runs it: same
     device, precision and memory layout, after one batch-1 forward (MiB)."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'container')!r});"
-            "import torch, psutil; from flower_serving.checkpoint import load_classifier;"
-            "from flower_serving.device import choose_precision, select_device;"
-            "from flower_serving.predictor import Predictor; d = select_device();"
-            f"p = Predictor(load_classifier({str(model_dir)!r}), d, choose_precision('auto', d));"
-            "p.warm_up((1,)); print(psutil.Process().memory_info().rss / 2**20)")
+    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'container')!r}, {str(ROOT / 'bench')!r}];"
+            "import psutil, run; from pathlib import Path;"
+            f"run.served_predictor(Path({str(model_dir)!r}), (1,));"
+            "print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

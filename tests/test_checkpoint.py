@@ -17,8 +17,11 @@ from flower_serving.checkpoint import (
     load_classifier,
     read_checkpoint,
 )
+from flower_serving.device import cpu_has_amx, cpu_has_vnni
+from flower_serving.predictor import TOP1_TOLERANCE
 from flower_serving.preprocess import preprocess
 from reference import import_reference
+from serving import ServerProcess
 
 
 def reference_seed_model(checkpoint_path):
@@ -37,16 +40,35 @@ def reference_seed_model(checkpoint_path):
     return model.eval(), transform, {v: k for k, v in data["class_to_idx"].items()}
 
 
-def test_served_seed_probabilities_equal_torchvision_forward(seed_server, seed_model_dir, photos):
-    model, transform, idx_to_class = reference_seed_model(seed_model_dir / "checkpoint.pth")
-    for path in photos[:4]:
-        with torch.no_grad():
-            expected = torch.exp(model(transform(Image.open(path).convert("RGB"))[None]))[0]
-        top = torch.topk(expected, 5)
-        served = seed_server.post(path.read_bytes(), "application/x-image").json()["predictions"]
-        assert [p["class"] for p in served] == [idx_to_class[i] for i in top.indices.tolist()]
-        for p, value in zip(served, top.values.tolist()):
-            assert p["probability"] == pytest.approx(value, abs=1e-4)
+def torchvision_answers(model_dir, photos):
+    model, transform, idx_to_class = reference_seed_model(model_dir / "checkpoint.pth")
+    with torch.no_grad():
+        batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in photos])
+        return torch.exp(model(batch)), idx_to_class
+
+
+def test_served_seed_probabilities_equal_torchvision_forward(seed_model_dir, photos):
+    expected, idx_to_class = torchvision_answers(seed_model_dir, photos[:4])
+    with ServerProcess(seed_model_dir, {"INFERENCE_PRECISION": "fp32"}) as server:
+        server.wait_ready()
+        for path, probs in zip(photos, expected, strict=False):
+            top = torch.topk(probs, 5)
+            served = server.post(path.read_bytes(), "application/x-image").json()["predictions"]
+            assert [p["class"] for p in served] == [idx_to_class[i] for i in top.indices.tolist()]
+            for p, value in zip(served, top.values.tolist(), strict=True):
+                assert p["probability"] == pytest.approx(value, abs=1e-4)
+
+
+def test_served_seed_default_precision_keeps_torchvision_answers(seed_server, seed_model_dir,
+                                                                 photos):
+    # The default (auto: int8 on VNNI CPUs, bf16 on AMX) must keep fp32's top-1 within 0.02.
+    expected, idx_to_class = torchvision_answers(seed_model_dir, photos)
+    for path, probs in zip(photos, expected, strict=True):
+        served = seed_server.post(path.read_bytes(), "image/jpeg").json()["predictions"][0]
+        assert served["class"] == idx_to_class[int(probs.argmax())]
+        assert served["probability"] == pytest.approx(float(probs.max()), abs=TOP1_TOLERANCE)
+    precision = "int8" if cpu_has_vnni() and not cpu_has_amx() else "bf16|fp32"
+    assert any(f"precision {p};" in seed_server.log for p in precision.split("|"))
 
 
 def test_seed_checkpoint_loads_as_vgg16(seed_model_dir):

@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from flower_serving.calibration import with_flips
 from flower_serving.checkpoint import load_classifier
-from flower_serving.device import autocast_dtype, choose_precision, describe, unusable_gpu
+from flower_serving.device import (
+    autocast_dtype,
+    choose_precision,
+    cpu_flags,
+    cpu_has_amx,
+    cpu_has_vnni,
+    describe,
+    unusable_gpu,
+)
 from flower_serving.predictor import TOP1_TOLERANCE, Predictor
 from flower_serving.preprocess import preprocess
 
@@ -16,8 +25,19 @@ def test_auto_precision_follows_hardware():
     assert choose_precision("fp32", cpu) == "fp32"
     assert choose_precision("fp16", cpu) == "bf16"
     assert choose_precision("auto", torch.device("cuda")) == "fp16"
-    assert choose_precision("auto", cpu) in ("fp32", "bf16")
+    assert choose_precision("int8", torch.device("cuda")) == "fp16"
+    assert choose_precision("int8", cpu) == "int8"
+    expected = "bf16" if cpu_has_amx() else "int8" if cpu_has_vnni() else "fp32"
+    assert choose_precision("auto", cpu) == expected
     assert autocast_dtype("fp32") is None and autocast_dtype("bf16") == torch.bfloat16
+
+
+def test_cpu_flags_read_from_proc_cpuinfo():
+    flags = cpu_flags()
+    assert {"fpu", "sse2"} <= flags  # every x86-64 CPU
+    assert cpu_has_vnni() == bool({"avx512_vnni", "avx_vnni"} & flags)
+    assert cpu_has_amx() == ("amx_bf16" in flags)
+    assert ("VNNI yes" in describe(torch.device("cpu"))) == cpu_has_vnni()
 
 
 def test_no_gpu_means_no_gpu_error_here():
@@ -29,17 +49,16 @@ def test_no_gpu_means_no_gpu_error_here():
 def test_bf16_keeps_answers_on_real_photos_or_is_refused(small_model_dir, photos):
     classifier = load_classifier(small_model_dir)
     predictor = Predictor(classifier, torch.device("cpu"), "bf16")
-    batch = torch.stack([preprocess(Image.open(p), classifier.preprocessing) for p in photos])
-    exact, reduced = predictor.forward(batch, "fp32"), predictor.forward(batch, "bf16")
+    batch = with_flips(torch.stack([preprocess(Image.open(p), classifier.preprocessing)
+                                    for p in photos]))
+    exact, reduced = predictor.answers(batch), predictor.answers(batch, precision="bf16")
     top1 = exact.argmax(1)
     keeps = bool((reduced.argmax(1) == top1).all()) and float(
         (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
     ) <= TOP1_TOLERANCE
-    predictor.warm_up((1, 2))
-    # The warm-up guard reaches the same verdict the real photos give, or is stricter.
-    assert predictor.precision in ("bf16", "fp32")
-    if not keeps:
-        assert predictor.precision == "fp32"
+    predictor.warm_up((1, 2), batch[:len(photos)])
+    # The warm-up guard checks the same photos and mirrors, so it reaches the same verdict.
+    assert predictor.precision == ("bf16" if keeps else "fp32")
 
 
 def test_gpu_present_but_unusable_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 # Picks where and in what precision the model runs, and explains a GPU that torch cannot use.
-# Reduced precision is chosen only where the hardware is fast at it (CUDA, or CPUs with AMX).
+# Reduced precision is chosen only where the hardware is fast at it (CUDA, AMX, VNNI).
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,8 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}, torch CUDA {torch.version.cuda})"
     return (f"cpu ({torch.get_num_threads()} threads, "
-            f"{torch.backends.cpu.get_cpu_capability()}, AMX {'yes' if cpu_has_amx() else 'no'})")
+            f"{torch.backends.cpu.get_cpu_capability()}, AMX {'yes' if cpu_has_amx() else 'no'}, "
+            f"VNNI {'yes' if cpu_has_vnni() else 'no'})")
 
 
 def unusable_gpu() -> str | None:
@@ -41,23 +42,41 @@ def unusable_gpu() -> str | None:
             f"{torch.version.cuda} needs ({GPU_AMI_HINT}); serving on CPU")
 
 
-def cpu_has_amx() -> bool:
+def cpu_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return False
-    return "amx_bf16" in flags
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.partition(":")[2].split()}
+
+
+def cpu_has_amx() -> bool:
+    """Advanced Matrix Extensions (Sapphire Rapids and later: ml.c7i, ml.m7i): fast bf16."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_vnni() -> bool:
+    """int8 dot-product instructions (Cascade Lake, Ice Lake: ml.c5, ml.c6i, ml.m6i)."""
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def choose_precision(setting: str, device: torch.device) -> str:
-    """'auto' -> fp16 on CUDA, bf16 on AMX CPUs, else fp32; explicit settings are kept."""
+    """'auto' -> fp16 on CUDA, bf16 on AMX CPUs, int8 on VNNI CPUs, else fp32.
+
+    Explicit settings are kept, mapped to what the device runs fast: fp16 on a CPU is bf16,
+    int8 on a GPU is fp16."""
     if setting != "auto":
-        if setting == "fp16" and device.type == "cpu":
+        if device.type == "cpu" and setting == "fp16":
             return "bf16"  # fp16 autocast on CPU is slow; bf16 is the CPU's reduced precision
+        if device.type == "cuda" and setting == "int8":
+            return "fp16"  # the int8 kernels used here are CPU-only
         return setting
     if device.type == "cuda":
         return "fp16"
-    return "bf16" if cpu_has_amx() else "fp32"
+    if cpu_has_amx():
+        return "bf16"
+    return "int8" if cpu_has_vnni() else "fp32"
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -18,10 +19,13 @@ MAX_BATCH_SIZE = "MAX_BATCH_SIZE"
 MAX_BATCH_DELAY_MS = "MAX_BATCH_DELAY_MS"
 MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 INFERENCE_PRECISION = "INFERENCE_PRECISION"
+CALIBRATION_IMAGES_DIR = "CALIBRATION_IMAGES_DIR"
 TORCH_THREADS = "TORCH_NUM_THREADS"
 LOG_LEVEL = "LOG_LEVEL"
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# /opt/program/calibration in the image; in a checkout, a link to local_test/payloads
+DEFAULT_CALIBRATION_DIR = str(Path(__file__).resolve().parents[1] / "calibration")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GRACEFUL_TIMEOUT_S = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 
@@ -79,6 +83,7 @@ class Environment:
     max_batch_delay_ms: float = 5.0
     max_image_pixels: int = 40_000_000
     precision: str = "auto"
+    calibration_dir: str = DEFAULT_CALIBRATION_DIR  # photos for the reduced-precision check
     torch_threads: int = 1
     log_level: str = "info"
 
@@ -109,6 +114,7 @@ class Environment:
                                      lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
             max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),
             precision=_choice(env, INFERENCE_PRECISION, "auto", PRECISIONS),
+            calibration_dir=env.get(CALIBRATION_IMAGES_DIR, "").strip() or DEFAULT_CALIBRATION_DIR,
             torch_threads=_positive_int(env, TORCH_THREADS, cores, 1024),
             log_level=_choice(env, LOG_LEVEL, "info", LOG_LEVELS),
         )

@@ -7,12 +7,17 @@ import logging
 import time
 
 import torch
+from torch import nn
 
+from .architectures import get_arch
+from .calibration import with_flips
 from .checkpoint import Classifier
-from .device import autocast_dtype
+from .device import autocast_dtype, cpu_has_vnni
+from .quantize import quantize
 
 log = logging.getLogger(__name__)
 TOP1_TOLERANCE = 0.02
+CHUNK = 8  # the check's forwards run in chunks, so warm-up memory stays at a serving batch's
 
 
 class Predictor:
@@ -26,40 +31,78 @@ class Predictor:
         crop = classifier.preprocessing.crop
         self.input_shape = (3, crop, crop)
 
-    def _autocast(self, precision: str):
-        dtype = autocast_dtype(precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._run(self.model, batch, self.precision)
 
-    def forward(self, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+    def _run(self, model: nn.Module, batch: torch.Tensor, precision: str) -> torch.Tensor:
         if self.device.type == "cuda":
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast(precision or self.precision):
-            output = self.model(batch)
+        dtype = autocast_dtype(precision)
+        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            output = model(batch)
         return torch.softmax(output.float(), dim=1).cpu()
 
-    def warm_up(self, batch_sizes: tuple[int, ...]) -> float:
-        """Run each batch size once (and check reduced precision); returns seconds taken."""
+    def answers(self, batch: torch.Tensor, model: nn.Module | None = None,
+                precision: str = "fp32") -> torch.Tensor:
+        """Probabilities for any number of images, in chunks of CHUNK."""
+        return torch.cat([self._run(model or self.model, chunk, precision)
+                          for chunk in batch.split(CHUNK)])
+
+    def warm_up(self, batch_sizes: tuple[int, ...], photos: torch.Tensor | None = None) -> float:
+        """Settle the precision on real photos (int8: calibrated on them), then run each batch
+        size once. Without photos, bf16/fp16 are checked on noise and int8 falls back to fp32.
+        Returns the seconds taken."""
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(0)
-        # at least 8 rows, so the precision check sees 8 inputs even when only batch 1 is warmed
-        sample = torch.randn(max(8, *batch_sizes), *self.input_shape, generator=generator)
-        if self.precision != "fp32":
-            self._check_precision(sample[:8])
+        if photos is None or not len(photos):
+            photos = None
+            sample = torch.randn(8, *self.input_shape, generator=torch.Generator().manual_seed(0))
+        else:
+            sample = with_flips(photos)
+        if self.precision == "int8":
+            self._try_int8(photos)
+        elif self.precision != "fp32":
+            reduced = self.answers(sample, precision=self.precision)
+            if not self._keeps_answers(self.answers(sample), reduced):
+                self.precision = "fp32"
         for size in sorted(set(batch_sizes)):
-            self.forward(sample[:size])
+            self.forward(sample.repeat((size + len(sample) - 1) // len(sample), 1, 1, 1)[:size])
         return time.perf_counter() - started
 
-    def _check_precision(self, sample: torch.Tensor) -> None:
-        exact = self.forward(sample, "fp32")
-        reduced = self.forward(sample)
+    def _try_int8(self, photos: torch.Tensor | None) -> None:
+        arch = self.classifier.arch
+        if photos is None:
+            log.warning("int8 needs photos to calibrate on and none were found; using fp32")
+            self.precision = "fp32"
+            return
+        try:
+            quantized, logits = quantize(self.model, get_arch(arch).head_attr, photos,
+                                         cpu_has_vnni())
+        except Exception as error:  # noqa: BLE001 - any tracing failure means: stay fp32
+            reason = (str(error).splitlines() or [""])[0][:200]
+            log.warning("int8 quantization is not possible for %s (%s: %s); using fp32", arch,
+                        type(error).__name__, reason)
+            self.precision = "fp32"
+            return
+        # fp32 answers: the photos' from calibration, their mirrors' (never calibrated on) anew
+        exact = torch.cat([torch.softmax(logits.float(), dim=1), self.answers(photos.flip(-1))])
+        if self._keeps_answers(exact, self.answers(with_flips(photos), quantized)):
+            self.model = self.classifier.model = quantized  # drops the fp32 weights
+        else:
+            self.precision = "fp32"
+
+    def _keeps_answers(self, exact: torch.Tensor, reduced: torch.Tensor) -> bool:
         top1 = exact.argmax(dim=1)
         same = bool((reduced.argmax(dim=1) == top1).all())
         gap = float((exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max())
-        if not same or gap > TOP1_TOLERANCE:
-            log.warning("%s changes answers for %s (same top-1: %s, top-1 probability gap %.4f); "
-                        "using fp32", self.precision, self.classifier.arch, same, gap)
-            self.precision = "fp32"
+        if same and gap <= TOP1_TOLERANCE:
+            log.info("%s keeps fp32's answers on %d inputs (top-1 probability gap %.4f)",
+                     self.precision, len(exact), gap)
+            return True
+        log.warning("%s changes answers for %s on %d inputs (same top-1: %s, top-1 probability "
+                    "gap %.4f); using fp32", self.precision, self.classifier.arch, len(exact),
+                    same, gap)
+        return False

@@ -30,6 +30,7 @@ def build_app(env: Environment):
 
     from .app import create_app
     from .batcher import Batcher
+    from .calibration import find_photos, load_photos
     from .checkpoint import load_classifier
     from .device import choose_precision, describe, select_device, unusable_gpu
     from .errors import ModelLoadError
@@ -49,8 +50,12 @@ def build_app(env: Environment):
         sys.exit(WORKER_BOOT_ERROR)
     predictor = Predictor(classifier, device, choose_precision(env.precision, device))
     batch_size = env.batch_size_for(device.type)
+    photos = find_photos(env.model_dir, env.calibration_dir)
+    log.info("%d calibration photos from %s", len(photos),
+             photos[0].parent if photos else f"nowhere ({env.calibration_dir} has none)")
     # CUDA kernels are picked per batch shape, so warm both; oneDNN on CPU needs one forward
-    warm = predictor.warm_up((1, batch_size) if device.type == "cuda" else (1,))
+    warm = predictor.warm_up((1, batch_size) if device.type == "cuda" else (1,),
+                             load_photos(photos, classifier.preprocessing, env.max_image_pixels))
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)

@@ -1,0 +1,115 @@
+# The predictor's precision guard: reduced precision (int8 here; bf16 in test_device) is kept
+# only when it gives fp32's answers on real photos and their mirrors, else the model stays fp32.
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import ROOT, SHARED_FLOWERS
+from flower_serving.calibration import with_flips
+from flower_serving.checkpoint import Classifier, load_classifier
+from flower_serving.predictor import TOP1_TOLERANCE, Predictor
+from flower_serving.preprocess import Preprocessing, preprocess
+
+DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
+CPU = torch.device("cpu")
+
+
+def tensors(paths, spec=Preprocessing()) -> torch.Tensor:
+    return torch.stack([preprocess(Image.open(p), spec) for p in paths])
+
+
+def keeps_answers(exact: torch.Tensor, reduced: torch.Tensor) -> bool:
+    top1 = exact.argmax(1)
+    gap = (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
+    return bool((reduced.argmax(1) == top1).all()) and float(gap) <= TOP1_TOLERANCE
+
+
+def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(seed_model_dir, photos):
+    # The benchmark's model. Held-out photos: ../shared/flowers/valid when present.
+    classifier = load_classifier(seed_model_dir)
+    reference = Predictor(load_classifier(seed_model_dir), CPU, "fp32")
+    calibration = tensors(photos)
+    predictor = Predictor(classifier, CPU, "int8")
+    predictor.warm_up((1,), calibration)
+    assert predictor.precision == "int8"
+    assert predictor.model is classifier.model  # the fp32 copy is gone
+    assert not any(type(m) is nn.Conv2d for m in predictor.model.modules())
+    held_out = sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40]
+    batch = torch.cat([with_flips(calibration), tensors(held_out)])
+    assert keeps_answers(reference.answers(batch), predictor.answers(batch))
+
+
+def test_int8_is_refused_where_it_changes_real_answers(photos, caplog):
+    # The demo model has real pretrained weights; int8 moves its answers, so it stays fp32.
+    classifier = load_classifier(DEMO_MODEL)
+    batch = tensors(photos, classifier.preprocessing)
+    predictor = Predictor(classifier, CPU, "int8")
+    exact = predictor.answers(with_flips(batch))
+    with caplog.at_level(logging.WARNING):
+        predictor.warm_up((1,), batch)
+    assert predictor.precision == "fp32" and "int8 changes answers" in caplog.text
+    assert torch.equal(predictor.answers(with_flips(batch)), exact)  # still the fp32 model
+
+
+class Branchy(nn.Module):
+    """A model FX cannot trace: its control flow depends on the data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean((2, 3))
+        if x.sum() > 0:
+            x = -x
+        return self.fc(x)
+
+
+def test_int8_falls_back_when_the_model_cannot_be_quantized(photos, caplog):
+    classifier = Classifier(Branchy().eval(), "resnet18", [str(i) for i in range(5)],
+                            Preprocessing(), "test")
+    predictor = Predictor(classifier, CPU, "int8")
+    with caplog.at_level(logging.WARNING):
+        predictor.warm_up((1, 3), tensors(photos[:2]))
+    assert predictor.precision == "fp32"
+    assert "int8 quantization is not possible for resnet18" in caplog.text
+
+
+def test_int8_without_photos_stays_fp32(small_model_dir, caplog):
+    predictor = Predictor(load_classifier(small_model_dir), CPU, "int8")
+    with caplog.at_level(logging.WARNING):
+        predictor.warm_up((1,), None)
+    assert predictor.precision == "fp32" and "none were found" in caplog.text
+
+
+class Recording(Predictor):
+    """The real predictor, recording the size of every forward."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.sizes: list[int] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(batch))
+        return super().forward(batch)
+
+
+@pytest.mark.parametrize("sizes", [(1,), (1, 4), (3, 20)])
+def test_warm_up_runs_each_batch_size(small_model_dir, photos, sizes):
+    predictor = Recording(load_classifier(small_model_dir), CPU, "fp32")
+    predictor.warm_up(sizes, tensors(photos[:2]))
+    assert predictor.sizes == sorted(sizes)
+
+
+def test_answers_chunks_any_count(small_model_dir, photos):
+    predictor = Predictor(load_classifier(small_model_dir), CPU, "fp32")
+    batch = tensors(photos)
+    together = predictor.answers(batch)
+    assert together.shape == (len(photos), 102)
+    assert torch.allclose(together.sum(1), torch.ones(len(photos)), atol=1e-5)
+    assert torch.allclose(together[:1], predictor.forward(batch[:1]), atol=1e-5)
