@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,26 @@ sys.path.insert(0, str(ROOT / "container"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
+from flower_serving.predictor import Predictor  # noqa: E402
 from serving import ServerProcess  # noqa: E402
 
 PAYLOADS = ROOT / "local_test" / "payloads"
 CATEGORY_NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_FLOWERS = ROOT.parent / "shared" / "flowers"
+
+
+class CountingPredictor(Predictor):
+    """The real predictor, recording the size of every forward; runs once `release` is set."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+
+    def forward(self, batch):
+        self.release.wait(timeout=30)
+        self.sizes.append(len(batch))
+        return super().forward(batch)
 
 
 @pytest.fixture(scope="session")

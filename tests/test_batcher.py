@@ -2,27 +2,11 @@
 # Uses a real (small) model through the real Predictor; no mocks.
 from __future__ import annotations
 
-import threading
-
 import torch
 
+from conftest import CountingPredictor
 from flower_serving.batcher import Batcher
 from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
-
-
-class CountingPredictor(Predictor):
-    """The real predictor, recording the size of every forward."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.sizes: list[int] = []
-        self.release = threading.Event()
-
-    def forward(self, batch):
-        self.release.wait(timeout=30)
-        self.sizes.append(len(batch))
-        return super().forward(batch)
 
 
 def make(small_model_dir, max_batch=8, delay_ms=50.0):

@@ -14,6 +14,7 @@ def test_defaults_follow_sagemaker():
     assert env.model_dir == "/opt/ml/model" and env.workers == 1
     assert env.precision == "auto" and env.torch_threads >= 1
     assert env.batch_size_for("cpu") == 8 and env.batch_size_for("cuda") == 32
+    assert env.calibration_dir.endswith("calibration")  # /opt/program/calibration in the image
 
 
 def test_values_are_parsed():
@@ -22,11 +23,14 @@ def test_values_are_parsed():
         "MODEL_SERVER_TIMEOUT": "30", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2.5",
         "SM_MODEL_DIR": "/models/x", "TOP_K": "3", "MAX_BATCH_SIZE": "4",
         "MAX_BATCH_DELAY_MS": "0", "INFERENCE_PRECISION": "FP32", "LOG_LEVEL": "debug",
-        "MODEL_SERVER_THREADS": "8", "MAX_IMAGE_PIXELS": "1000", "TORCH_NUM_THREADS": "1"})
+        "MODEL_SERVER_THREADS": "8", "MAX_IMAGE_PIXELS": "1000", "TORCH_NUM_THREADS": "1",
+        "CALIBRATION_IMAGES_DIR": "/photos"})
     assert (env.port, env.workers, env.timeout, env.top_k) == (9000, 2, 30, 3)
     assert env.max_payload_bytes == int(2.5 * 1024 * 1024)
     assert env.model_dir == "/models/x" and env.max_batch_size == 4
     assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.threads == 8
+    assert env.calibration_dir == "/photos"
+    assert Environment.from_env({"INFERENCE_PRECISION": "int8"}).precision == "int8"
 
 
 def test_blank_values_mean_default():

@@ -234,6 +234,18 @@ def test_ping(server):
     assert status == 200 and body == b""
 
 
+def test_image_ships_the_calibration_photos(image):
+    shipped = docker_sh(image, "ls /opt/program/calibration").split()
+    assert shipped == sorted(p.name for p in PAYLOADS.iterdir())
+
+
+def test_serve_checks_precision_on_the_shipped_photos(server):
+    text = logs(server["name"])
+    count = len(list(PAYLOADS.iterdir()))
+    assert f"{count} calibration photos from /opt/program/calibration" in text
+    assert "; precision " in text and "VNNI" in text
+
+
 def check_predictions(status, body):
     assert status == 200, body[:500]
     preds = json.loads(body)["predictions"]

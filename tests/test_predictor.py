@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import ROOT, SHARED_FLOWERS
+from conftest import ROOT, SHARED_FLOWERS, CountingPredictor
 from flower_serving.calibration import with_flips
 from flower_serving.checkpoint import Classifier, load_classifier
 from flower_serving.predictor import TOP1_TOLERANCE, Predictor
@@ -87,21 +87,10 @@ def test_int8_without_photos_stays_fp32(small_model_dir, caplog):
     assert predictor.precision == "fp32" and "none were found" in caplog.text
 
 
-class Recording(Predictor):
-    """The real predictor, recording the size of every forward."""
-
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self.sizes: list[int] = []
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(len(batch))
-        return super().forward(batch)
-
-
 @pytest.mark.parametrize("sizes", [(1,), (1, 4), (3, 20)])
 def test_warm_up_runs_each_batch_size(small_model_dir, photos, sizes):
-    predictor = Recording(load_classifier(small_model_dir), CPU, "fp32")
+    predictor = CountingPredictor(load_classifier(small_model_dir), CPU, "fp32")
+    predictor.release.set()
     predictor.warm_up(sizes, tensors(photos[:2]))
     assert predictor.sizes == sorted(sizes)
 

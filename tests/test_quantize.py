@@ -44,7 +44,12 @@ def test_backbone_is_int8_and_head_fp32(classifier, batch, vnni):
 
 
 def test_original_model_is_untouched(classifier, batch):
-    before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
-    quantize(classifier.model.eval(), "fc", batch, True)
-    after = classifier.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    model = classifier.model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        answers = model(batch)
+    quantize(model, "fc", batch, True)
+    after = model.state_dict()
+    assert list(before) == list(after) and all(torch.equal(before[k], after[k]) for k in before)
+    with torch.inference_mode():
+        assert torch.equal(model(batch), answers)  # BN not folded into it, no observers left

@@ -12,6 +12,7 @@ import pytest
 import requests
 import torch
 
+from conftest import ROOT
 from serving import ServerProcess
 
 
@@ -48,11 +49,26 @@ def test_one_access_log_line_per_request_with_status_latency_and_bytes(small_ser
     assert any(" 400 " in line and "in=0" in line for line in lines), lines[-3:]
 
 
-def test_startup_logs_device_arch_and_classes(small_server):
+def test_startup_logs_device_arch_and_classes(small_server, photos):
     log = small_server.log
     assert "model: resnet18 (flower-classifier format), 102 classes" in log
     assert "device: cpu" in log
     assert "precision" in log
+    assert f"{len(photos)} calibration photos from {ROOT / 'container' / 'calibration'}" in log
+
+
+def test_model_calibration_folder_is_used_and_a_bad_photo_is_named(tmp_path, small_model_dir,
+                                                                    photos):
+    model_dir = tmp_path / "model"
+    shutil.copytree(small_model_dir, model_dir)
+    (model_dir / "calibration").mkdir()
+    shutil.copy(photos[0], model_dir / "calibration" / "mine.jpg")
+    (model_dir / "calibration" / "bad.jpg").write_bytes(b"not a jpeg")
+    with ServerProcess(model_dir, {"INFERENCE_PRECISION": "int8"}) as server:
+        server.wait_ready()
+        log = server.log
+    assert f"2 calibration photos from {model_dir / 'calibration'}" in log
+    assert "calibration photo skipped" in log and "bad.jpg" in log
 
 
 def test_missing_model_dir_exits_nonzero(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .preprocess import Preprocessing, normalize, preprocess, to_rgb, to_tensor
+from .preprocess import Preprocessing, preprocess, to_model_input, to_rgb
 
 # torchvision's IMG_EXTENSIONS, matched case-insensitively as ImageFolder does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -103,7 +103,7 @@ def augment(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
                                                               Image.BILINEAR)
     if float(torch.rand(1)) < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return normalize(to_tensor(image), spec.mean, spec.std)
+    return to_model_input(image, spec)
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -1,8 +1,7 @@
 # The request path, in one sitting: decode -> preprocess -> batch -> forward -> encode.
-# Decoding runs in the request's own thread, bounded to the core count; the forward is batched.
+# Decoding runs in the request's own thread, one per core, taking turns with CPU forwards.
 from __future__ import annotations
 
-import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import torch
@@ -12,7 +11,7 @@ from .checkpoint import Classifier
 from .content_types import request_kind
 from .decoder import decode_image, decode_instances
 from .encoder import encode
-from .environment import Environment, cpu_count
+from .environment import Environment
 from .errors import ModelBusy
 from .preprocess import preprocess
 
@@ -26,7 +25,6 @@ class Handler:
         self.classifier = classifier
         self.batcher = batcher
         self.env = env
-        self._decode_slots = threading.BoundedSemaphore(cpu_count())
 
     @property
     def num_classes(self) -> int:
@@ -35,14 +33,14 @@ class Handler:
     def invoke(self, body: bytes, content_type: str | None, k: int) -> bytes:
         kind = request_kind(content_type)
         limit = self.env.max_image_pixels
-        with self._decode_slots:
+        with self.batcher.gate.decoding():
             if kind == "json":
                 images = decode_instances(body, limit, MAX_INSTANCES)
             else:
                 images = [decode_image(body, limit)]
             batch = torch.stack([preprocess(image, self.classifier.preprocessing)
                                  for image in images])
-        future = self.batcher.submit(batch)
+            future = self.batcher.submit(batch)  # queued before a waiting forward looks
         try:
             probs = future.result(timeout=self.env.timeout)
         except FutureTimeout:

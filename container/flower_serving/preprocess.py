@@ -10,6 +10,7 @@ from PIL import Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ORIENTATION = 0x0112  # the EXIF tag
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 # Resize(255) of a 100000x2 image would be 12,750,000x255 pixels (GBs). Past this resized area
 # only the centre crop is resampled, from the same source box: same pixels within +/-2 levels.
@@ -45,7 +46,8 @@ class Preprocessing:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any Pillow mode to 8-bit RGB."""
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
+            image = ImageOps.exif_transpose(image)
     except (ValueError, TypeError, OSError, KeyError, SyntaxError):
         pass  # unreadable EXIF: keep the pixels as stored
     mode = image.mode
@@ -87,18 +89,25 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """torchvision ToTensor for an RGB image: CHW float32 in [0, 1]."""
-    pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))
-    pixels = pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous()
-    return pixels.float().div(255)
+def to_tensor(image: Image.Image) -> np.ndarray:
+    """torchvision ToTensor for an RGB image: CHW float32 in [0, 1].
+
+    numpy, not torch: the same IEEE float32 operations, but single-threaded, so request threads
+    never start OpenMP teams that compete with the model's."""
+    pixels = np.asarray(image, np.uint8).reshape(image.size[1], image.size[0], 3)
+    return np.divide(pixels.transpose(2, 0, 1), np.float32(255), dtype=np.float32)
 
 
-def normalize(tensor: torch.Tensor, mean, std) -> torch.Tensor:
+def normalize(array: np.ndarray, mean, std) -> np.ndarray:
     """torchvision Normalize, in place, same operation order."""
-    mean = torch.as_tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
-    std = torch.as_tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    array -= np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    array /= np.asarray(std, np.float32).reshape(-1, 1, 1)
+    return array
+
+
+def to_model_input(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
+    """ToTensor + Normalize of a cropped RGB image."""
+    return torch.from_numpy(normalize(to_tensor(image), spec.mean, spec.std))
 
 
 def crop_box_resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
@@ -122,4 +131,4 @@ def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> tor
         image = crop_box_resize(image, spec)
     else:
         image = center_crop(resize_shorter(image, spec.resize), spec.crop)
-    return normalize(to_tensor(image), spec.mean, spec.std)
+    return to_model_input(image, spec)

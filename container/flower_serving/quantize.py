@@ -2,7 +2,6 @@
 # Weights per output channel, activations calibrated on real photos; the head stays fp32.
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -13,8 +12,8 @@ CALIBRATION_BATCH = 8
 
 def quantize(model: nn.Module, head_attr: str, photos: torch.Tensor,
              vnni: bool) -> tuple[nn.Module, torch.Tensor]:
-    """A new int8 copy of `model` whose activation ranges come from `photos` (N, 3, H, W),
-    and the fp32 outputs for `photos` that calibration computed on the way.
+    """An int8 model built from `model` (left as it is), with activation ranges taken from
+    `photos` (N, 3, H, W), and the fp32 outputs for `photos` computed on the way.
 
     oneDNN's int8 kernels use the full 8-bit activation range on VNNI; without VNNI, fbgemm's
     reduced 7-bit range avoids the int16 overflow of older AVX2/AVX-512 instructions."""
@@ -37,7 +36,7 @@ def quantize(model: nn.Module, head_attr: str, photos: torch.Tensor,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per call
-            observed = prepare_fx(copy.deepcopy(model).eval(), mapping, (photos[:1],))
+            observed = prepare_fx(model.eval(), mapping, (photos[:1],))  # leaves `model` as is
             with torch.no_grad():
                 outputs = torch.cat([observed(chunk)
                                      for chunk in photos.split(CALIBRATION_BATCH)])
