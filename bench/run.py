@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -20,12 +21,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
-from flower_serving.calibration import find_photos, load_photos  # noqa: E402
 from flower_serving.checkpoint import load_classifier  # noqa: E402
-from flower_serving.device import choose_precision, select_device  # noqa: E402
-from flower_serving.environment import Environment, cpu_count  # noqa: E402
+from flower_serving.device import select_device  # noqa: E402
+from flower_serving.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
 from flower_serving.predictor import Predictor  # noqa: E402
 from flower_serving.preprocess import preprocess  # noqa: E402
+from flower_serving.server import load_model  # noqa: E402
 from serving import ServerProcess  # noqa: E402
 
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
@@ -53,13 +54,11 @@ def model_dir_for(arch: str, work: Path) -> Path:
 
 
 def served_predictor(model_dir: Path, batch_sizes: tuple[int, ...]) -> Predictor:
-    """The model as the server runs it: same device, precision check, calibration photos."""
-    env, device = Environment.from_env(), select_device()
-    classifier = load_classifier(model_dir)
-    predictor = Predictor(classifier, device, choose_precision(env.precision, device))
-    photos = find_photos(model_dir, env.calibration_dir)
-    predictor.warm_up(batch_sizes, load_photos(photos, classifier.preprocessing,
-                                               env.max_image_pixels))
+    """The model exactly as a server worker loads and warms it, then one forward per size."""
+    env = Environment.from_env({**os.environ, MODEL_DIR: str(model_dir)})
+    _, predictor = load_model(env)
+    for size in batch_sizes:
+        predictor.forward(torch.randn(size, *predictor.input_shape))
     return predictor
 
 
@@ -100,11 +99,14 @@ class PlainBaseline:
 
 
 def reference_rss(model_dir: Path) -> float:
-    """Resident memory of one bare process holding the model as the server runs it: same
-    device, precision and memory layout, after one batch-1 forward (MiB)."""
+    """Resident memory of one bare process holding the model as a server worker does (same
+    loading, precision, layout and allocator settings), after one forward at the server's
+    largest batch (MiB). The server's extra memory over this is what its request handlers and
+    HTTP cost."""
+    batch = Environment.from_env().batch_size_for(select_device().type)
     code = (f"import sys; sys.path[:0] = [{str(ROOT / 'container')!r}, {str(ROOT / 'bench')!r}];"
             "import psutil, run; from pathlib import Path;"
-            f"run.served_predictor(Path({str(model_dir)!r}), (1,));"
+            f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
             "print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

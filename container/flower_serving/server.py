@@ -25,18 +25,14 @@ def configure_logging(level: str) -> None:
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
-def build_app(env: Environment):
-    """Load, place and warm the model, start the batcher; runs once in each worker."""
+def load_model(env: Environment):
+    """Load, place and warm the model exactly as a worker does (the benchmark reuses this).
+    Returns (classifier, predictor); raises ModelLoadError for a model it cannot serve."""
     import torch
 
-    from .app import create_app
-    from .batcher import Batcher
     from .calibration import find_photos, load_photos
     from .checkpoint import load_classifier
     from .device import choose_precision, describe, select_device, unusable_gpu
-    from .errors import ModelLoadError
-    from .gate import CpuGate
-    from .handler import Handler
     from .predictor import Predictor
 
     torch.set_num_threads(env.torch_threads)
@@ -45,26 +41,41 @@ def build_app(env: Environment):
         log.error("GPU unusable: %s", problem)
     device = select_device()
     started = time.perf_counter()
-    try:
-        classifier = load_classifier(env.model_dir)
-    except ModelLoadError as error:
-        log.error("cannot serve the model in %s: %s", env.model_dir, error)
-        sys.exit(WORKER_BOOT_ERROR)
+    _tune_malloc(serving=False)
+    classifier = load_classifier(env.model_dir)
     predictor = Predictor(classifier, device, choose_precision(env.precision, device))
     _tune_malloc(serving=True)  # the fp32 weights are mappings of their own: freed, they go back
-    batch_size = env.batch_size_for(device.type)
     photos = find_photos(env.model_dir, env.calibration_dir)
     log.info("%d calibration photos from %s", len(photos),
              photos[0].parent if photos else f"nowhere ({env.calibration_dir} has none)")
     # CUDA kernels are picked per batch shape, so warm both; oneDNN on CPU needs one forward
-    warm = predictor.warm_up((1, batch_size) if device.type == "cuda" else (1,),
-                             load_photos(photos, classifier.preprocessing, env.max_image_pixels))
+    sizes = (1, env.batch_size_for("cuda")) if device.type == "cuda" else (1,)
+    warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
+                                                env.max_image_pixels))
     _trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
     log.info("device: %s; precision %s; loaded in %.1f s, warmed up in %.1f s", describe(device),
              predictor.precision, time.perf_counter() - started - warm, warm)
+    return classifier, predictor
+
+
+def build_app(env: Environment):
+    """Load and warm the model, start the batcher; runs once in each worker."""
+    from .app import create_app
+    from .batcher import Batcher
+    from .errors import ModelLoadError
+    from .gate import CpuGate
+    from .handler import Handler
+
+    try:
+        classifier, predictor = load_model(env)
+    except ModelLoadError as error:
+        log.error("cannot serve the model in %s: %s", env.model_dir, error)
+        sys.exit(WORKER_BOOT_ERROR)
+    device = predictor.device
+    batch_size = env.batch_size_for(device.type)
     log.info("batching up to %d images, waiting at most %g ms; %d request threads; "
              "payload limit %g MB", batch_size, env.max_batch_delay_ms, env.threads,
              env.max_payload_mb)
