@@ -12,8 +12,10 @@ from torch import nn
 from conftest import ROOT, SHARED_FLOWERS, CountingPredictor
 from flower_serving.calibration import with_flips
 from flower_serving.checkpoint import Classifier, load_classifier
+from flower_serving.device import cpu_has_vnni
 from flower_serving.predictor import TOP1_TOLERANCE, Predictor
 from flower_serving.preprocess import Preprocessing, preprocess
+from flower_serving.quantize import quantize
 
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CPU = torch.device("cpu")
@@ -42,6 +44,32 @@ def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(seed_model_dir
     held_out = sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40]
     batch = torch.cat([with_flips(calibration), tensors(held_out)])
     assert keeps_answers(reference.answers(batch), predictor.answers(batch))
+
+
+def test_int8_guard_on_a_confident_vgg16(seed_model_dir, photos):
+    # Random weights give near-uniform answers; scaling the output layer makes them confident
+    # (mean top-1 probability about 0.7 on real photos), so the 0.02 tolerance really binds.
+    def confident():
+        classifier = load_classifier(seed_model_dir)
+        with torch.no_grad():
+            classifier.model.classifier.fc2.weight.mul_(3000)
+            classifier.model.classifier.fc2.bias.mul_(3000)
+        return classifier
+
+    reference = Predictor(confident(), CPU, "fp32")
+    calibration = tensors(photos)
+    checked = with_flips(calibration)
+    exact = reference.answers(checked)
+    assert float(exact.max(1).values.mean()) > 0.3
+    predictor = Predictor(confident(), CPU, "int8")
+    predictor.warm_up((1,), calibration)
+    if predictor.precision == "int8":  # kept: it must also hold on photos it never saw
+        held_out = tensors(sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40] or photos)
+        assert keeps_answers(exact, predictor.answers(checked))
+        assert keeps_answers(reference.answers(held_out), predictor.answers(held_out))
+    else:  # refused: then int8 really does move an answer on the checked photos
+        quantized, _ = quantize(reference.model, "classifier", calibration, cpu_has_vnni())
+        assert not keeps_answers(exact, reference.answers(checked, quantized))
 
 
 def test_int8_is_refused_where_it_changes_real_answers(photos, caplog):
