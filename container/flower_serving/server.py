@@ -84,27 +84,31 @@ def build_app(env: Environment):
     return create_app(Handler(classifier, batcher, env), env)
 
 
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None  # not glibc: nothing to tune
+
+
 def _tune_malloc(serving: bool) -> None:
     """glibc malloc, in two phases. Loading: every big buffer is its own mapping, so the fp32
     weights and warm-up tensors that loading frees go back to the OS. Serving: buffers up to
     32 MiB (activations, decoded photos) are reused from the heap, because a fresh mapping
     per activation costs a page fault per 4 KiB on every forward (measured: half the int8
     throughput). Two arenas in both, not one per request thread."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc: nothing to tune
-    libc.mallopt(M_ARENA_MAX, 2)
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20 if serving else 256 << 10)
-    libc.mallopt(M_TRIM_THRESHOLD, 256 << 20 if serving else 16 << 20)
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, 2)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20 if serving else 256 << 10)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20 if serving else 16 << 20)
 
 
 def _trim_heap() -> None:
     """Give the heap's free pages back to the OS, once."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _heartbeat_while_booting(server, worker) -> None:
