@@ -62,14 +62,23 @@ def served_predictor(model_dir: Path, batch_sizes: tuple[int, ...]) -> Predictor
     return predictor
 
 
+def images_per_s(step, seconds: float) -> float:
+    """Repeat `step()` (which returns the images it handled) for `seconds`, at least once."""
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or count == 0:
+        count += step()
+    return count / (time.perf_counter() - started)
+
+
 def forward_rate(predictor: Predictor, size: int, seconds: float) -> float:
     """Images/s of forwards alone (preprocessed tensors, no HTTP) at one batch size."""
     batch = torch.randn(size, *predictor.input_shape)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or count == 0:
+
+    def step() -> int:
         predictor.forward(batch)
-        count += size
-    return count / (time.perf_counter() - started)
+        return size
+
+    return images_per_s(step, seconds)
 
 
 def raw_limit(predictor: Predictor, batch_sizes: list[int], seconds: float) -> dict:
@@ -87,15 +96,17 @@ class PlainBaseline:
         self.classifier = load_classifier(model_dir)
         self.model = self.classifier.model.eval()
         self.files = files
+        self.next = 0
+
+    def step(self) -> int:
+        image = Image.open(self.files[self.next % len(self.files)])
+        self.next += 1
+        with torch.no_grad():
+            self.model(preprocess(image, self.classifier.preprocessing)[None])
+        return 1
 
     def rate(self, seconds: float) -> float:
-        count, started = 0, time.perf_counter()
-        with torch.no_grad():
-            while time.perf_counter() - started < seconds or count == 0:
-                image = Image.open(self.files[count % len(self.files)])
-                self.model(preprocess(image, self.classifier.preprocessing)[None])
-                count += 1
-        return count / (time.perf_counter() - started)
+        return images_per_s(self.step, seconds)
 
 
 def reference_rss(model_dir: Path) -> float:
