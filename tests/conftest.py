@@ -7,18 +7,34 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
-from flower_serving.predictor import Predictor  # noqa: E402
+from flower_serving.predictor import TOP1_TOLERANCE, Predictor  # noqa: E402
+from flower_serving.preprocess import Preprocessing, preprocess  # noqa: E402
 from serving import ServerProcess  # noqa: E402
 
 PAYLOADS = ROOT / "local_test" / "payloads"
 CATEGORY_NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_FLOWERS = ROOT.parent / "shared" / "flowers"
+
+
+def photo_batch(paths, spec: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """Photo files -> one preprocessed batch, as the server would see them."""
+    return torch.stack([preprocess(Image.open(p), spec) for p in paths])
+
+
+def keeps_answers(exact: torch.Tensor, reduced: torch.Tensor) -> bool:
+    """The precision contract, computed independently of the predictor's own check: every
+    top-1 class the same, every top-1 probability within TOP1_TOLERANCE."""
+    top1 = exact.argmax(1)
+    gap = (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
+    return bool((reduced.argmax(1) == top1).all()) and float(gap) <= TOP1_TOLERANCE
 
 
 class CountingPredictor(Predictor):

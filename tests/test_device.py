@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from PIL import Image
 
+from conftest import keeps_answers, photo_batch
 from flower_serving.calibration import with_flips
 from flower_serving.checkpoint import load_classifier
 from flower_serving.device import (
@@ -16,8 +16,7 @@ from flower_serving.device import (
     describe,
     unusable_gpu,
 )
-from flower_serving.predictor import TOP1_TOLERANCE, Predictor
-from flower_serving.preprocess import preprocess
+from flower_serving.predictor import Predictor
 
 
 def test_auto_precision_follows_hardware():
@@ -49,13 +48,8 @@ def test_no_gpu_means_no_gpu_error_here():
 def test_bf16_keeps_answers_on_real_photos_or_is_refused(small_model_dir, photos):
     classifier = load_classifier(small_model_dir)
     predictor = Predictor(classifier, torch.device("cpu"), "bf16")
-    batch = with_flips(torch.stack([preprocess(Image.open(p), classifier.preprocessing)
-                                    for p in photos]))
-    exact, reduced = predictor.answers(batch), predictor.answers(batch, precision="bf16")
-    top1 = exact.argmax(1)
-    keeps = bool((reduced.argmax(1) == top1).all()) and float(
-        (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
-    ) <= TOP1_TOLERANCE
+    batch = with_flips(photo_batch(photos, classifier.preprocessing))
+    keeps = keeps_answers(predictor.answers(batch), predictor.answers(batch, precision="bf16"))
     predictor.warm_up((1, 2), batch[:len(photos)])
     # The warm-up guard checks the same photos and mirrors, so it reaches the same verdict.
     assert predictor.precision == ("bf16" if keeps else "fp32")

@@ -6,43 +6,32 @@ import logging
 
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-from conftest import ROOT, SHARED_FLOWERS, CountingPredictor
+from conftest import ROOT, SHARED_FLOWERS, CountingPredictor, keeps_answers, photo_batch
 from flower_serving.calibration import with_flips
 from flower_serving.checkpoint import Classifier, load_classifier
 from flower_serving.device import cpu_has_vnni
-from flower_serving.predictor import TOP1_TOLERANCE, Predictor
-from flower_serving.preprocess import Preprocessing, preprocess
+from flower_serving.predictor import Predictor
+from flower_serving.preprocess import Preprocessing
 from flower_serving.quantize import quantize
 
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CPU = torch.device("cpu")
 
 
-def tensors(paths, spec=Preprocessing()) -> torch.Tensor:
-    return torch.stack([preprocess(Image.open(p), spec) for p in paths])
-
-
-def keeps_answers(exact: torch.Tensor, reduced: torch.Tensor) -> bool:
-    top1 = exact.argmax(1)
-    gap = (exact.gather(1, top1[:, None]) - reduced.gather(1, top1[:, None])).abs().max()
-    return bool((reduced.argmax(1) == top1).all()) and float(gap) <= TOP1_TOLERANCE
-
-
 def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(seed_model_dir, photos):
     # The benchmark's model. Held-out photos: ../shared/flowers/valid when present.
     classifier = load_classifier(seed_model_dir)
     reference = Predictor(load_classifier(seed_model_dir), CPU, "fp32")
-    calibration = tensors(photos)
+    calibration = photo_batch(photos)
     predictor = Predictor(classifier, CPU, "int8")
     predictor.warm_up((1,), calibration)
     assert predictor.precision == "int8"
     assert predictor.model is classifier.model  # the fp32 copy is gone
     assert not any(type(m) is nn.Conv2d for m in predictor.model.modules())
     held_out = sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40]
-    batch = torch.cat([with_flips(calibration), tensors(held_out)])
+    batch = torch.cat([with_flips(calibration), photo_batch(held_out)])
     assert keeps_answers(reference.answers(batch), predictor.answers(batch))
 
 
@@ -57,14 +46,14 @@ def test_int8_guard_on_a_confident_vgg16(seed_model_dir, photos):
         return classifier
 
     reference = Predictor(confident(), CPU, "fp32")
-    calibration = tensors(photos)
+    calibration = photo_batch(photos)
     checked = with_flips(calibration)
     exact = reference.answers(checked)
     assert float(exact.max(1).values.mean()) > 0.3
     predictor = Predictor(confident(), CPU, "int8")
     predictor.warm_up((1,), calibration)
     if predictor.precision == "int8":  # kept: it must also hold on photos it never saw
-        held_out = tensors(sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40] or photos)
+        held_out = photo_batch(sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::40] or photos)
         assert keeps_answers(exact, predictor.answers(checked))
         assert keeps_answers(reference.answers(held_out), predictor.answers(held_out))
     else:  # refused: then int8 really does move an answer on the checked photos
@@ -75,7 +64,7 @@ def test_int8_guard_on_a_confident_vgg16(seed_model_dir, photos):
 def test_int8_is_refused_where_it_changes_real_answers(photos, caplog):
     # The demo model has real pretrained weights; int8 moves its answers, so it stays fp32.
     classifier = load_classifier(DEMO_MODEL)
-    batch = tensors(photos, classifier.preprocessing)
+    batch = photo_batch(photos, classifier.preprocessing)
     predictor = Predictor(classifier, CPU, "int8")
     exact = predictor.answers(with_flips(batch))
     with caplog.at_level(logging.WARNING):
@@ -103,7 +92,7 @@ def test_int8_falls_back_when_the_model_cannot_be_quantized(photos, caplog):
                             Preprocessing(), "test")
     predictor = Predictor(classifier, CPU, "int8")
     with caplog.at_level(logging.WARNING):
-        predictor.warm_up((1, 3), tensors(photos[:2]))
+        predictor.warm_up((1, 3), photo_batch(photos[:2]))
     assert predictor.precision == "fp32"
     assert "int8 quantization is not possible for resnet18" in caplog.text
 
@@ -119,13 +108,13 @@ def test_int8_without_photos_stays_fp32(small_model_dir, caplog):
 def test_warm_up_runs_each_batch_size(small_model_dir, photos, sizes):
     predictor = CountingPredictor(load_classifier(small_model_dir), CPU, "fp32")
     predictor.release.set()
-    predictor.warm_up(sizes, tensors(photos[:2]))
+    predictor.warm_up(sizes, photo_batch(photos[:2]))
     assert predictor.sizes == sorted(sizes)
 
 
 def test_answers_chunks_any_count(small_model_dir, photos):
     predictor = Predictor(load_classifier(small_model_dir), CPU, "fp32")
-    batch = tensors(photos)
+    batch = photo_batch(photos)
     together = predictor.answers(batch)
     assert together.shape == (len(photos), 102)
     assert torch.allclose(together.sum(1), torch.ones(len(photos)), atol=1e-5)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
+from conftest import photo_batch
 from flower_serving.checkpoint import load_classifier
-from flower_serving.preprocess import preprocess
 from flower_serving.quantize import quantize
 
 
@@ -20,7 +19,7 @@ def classifier(small_model_dir):
 
 @pytest.fixture(scope="module")
 def batch(classifier, photos):
-    return torch.stack([preprocess(Image.open(p), classifier.preprocessing) for p in photos])
+    return photo_batch(photos, classifier.preprocessing)
 
 
 @pytest.mark.parametrize("vnni", [True, False], ids=["onednn-vnni", "fbgemm-7bit"])
