@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -10,13 +11,14 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "container"), str(ROOT / "tests")]
 
 import psutil  # noqa: E402
-import requests  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -32,7 +34,7 @@ from serving import ServerProcess  # noqa: E402
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_VALID = ROOT.parent / "shared" / "flowers" / "valid"
 BATCH_SIZES = [1, 4, 8, 16]
-PROBE_S = 4.0  # raw-limit and baseline probes around each served level
+PROBE_S = 2.5  # each raw-limit and baseline probe, between a level's stretches of load
 
 
 def photos(limit: int) -> list[Path]:
@@ -70,23 +72,54 @@ def images_per_s(step, seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
-def forward_rate(predictor: Predictor, size: int, seconds: float) -> float:
-    """Images/s of forwards alone (preprocessed tensors, no HTTP) at one batch size."""
+def forward_rate(predictor: Predictor, size: int, seconds: float, lanes: int = 1) -> float:
+    """Images/s of forwards alone (preprocessed tensors, no HTTP) at one batch size, from
+    `lanes` threads side by side, each on its share of the torch threads, as the server's
+    batcher lanes run them."""
     batch = torch.randn(size, *predictor.input_shape)
+    threads = max(1, Environment.from_env().torch_threads // lanes)
+    rates = [0.0] * lanes
 
-    def step() -> int:
-        predictor.forward(batch)
-        return size
+    def lane(index: int) -> None:
+        torch.set_num_threads(threads)
 
-    return images_per_s(step, seconds)
+        def step() -> int:
+            predictor.forward(batch)
+            return size
+
+        rates[index] = images_per_s(step, seconds)
+
+    workers = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(rates)
 
 
-def raw_limit(predictor: Predictor, batch_sizes: list[int], seconds: float) -> dict:
-    """Forward-only throughput at each batch size, with the server's device and precision."""
-    by_batch = {size: forward_rate(predictor, size, seconds) for size in batch_sizes}
-    best = max(by_batch, key=by_batch.get)
+def raw_limit(predictor: Predictor, batch_sizes: list[int], seconds: float,
+              rounds: int = 3) -> dict:
+    """Forward-only throughput at each batch size (`seconds` each), with the server's device
+    and precision, in one lane with every torch thread and in the server's own lanes; the best
+    of all counts.
+    The settings take turns, `rounds` times, so a drift in the machine's speed cannot crown
+    the wrong one."""
+    kind = predictor.device.type
+    settings = [(lanes, size) for lanes in sorted({1, Environment.from_env().lanes_for(kind)})
+                for size in batch_sizes]
+    rates: dict[tuple[int, int], list[float]] = {setting: [] for setting in settings}
+    for _ in range(rounds):
+        for lanes, size in settings:
+            rates[lanes, size].append(
+                forward_rate(predictor, size, seconds / rounds, lanes))
+    means = {setting: statistics.mean(values) for setting, values in rates.items()}
+    best_lanes, best = max(means, key=means.get)
+    by_lanes: dict[int, dict[int, float]] = {}
+    for (lanes, size), rate in means.items():
+        by_lanes.setdefault(lanes, {})[size] = rate
     return {"precision": predictor.precision, "device": str(predictor.device),
-            "images_per_s_by_batch": by_batch, "best_batch": best, "images_per_s": by_batch[best]}
+            "images_per_s_by_lanes_and_batch": by_lanes, "best_lanes": best_lanes,
+            "best_batch": best, "images_per_s": means[best_lanes, best]}
 
 
 class PlainBaseline:
@@ -111,10 +144,11 @@ class PlainBaseline:
 
 def reference_rss(model_dir: Path) -> float:
     """Resident memory of one bare process holding the model as a server worker does (same
-    loading, precision, layout and allocator settings), after one forward at the server's
-    largest batch (MiB). The server's extra memory over this is what its request handlers and
-    HTTP cost."""
-    batch = Environment.from_env().batch_size_for(select_device().type)
+    loading, precision, layout and allocator settings), after one forward as large as every
+    lane's largest batch together (MiB). The server's extra memory over this is what its
+    request handlers and HTTP cost."""
+    env, kind = Environment.from_env(), select_device().type
+    batch = env.batch_size_for(kind) * env.lanes_for(kind)  # every lane's batch in flight
     code = (f"import sys; sys.path[:0] = [{str(ROOT / 'container')!r}, {str(ROOT / 'bench')!r}];"
             "import psutil, run; from pathlib import Path;"
             f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
@@ -129,32 +163,57 @@ def tree_rss(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
-def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
-    """`concurrency` clients in a closed loop for `seconds`, while /ping is polled every 100 ms."""
-    latencies: list[float] = []
-    pings: list[float] = []
-    statuses: dict[int, int] = {}
+class Client:
+    """One keep-alive connection. The load generator shares the server's cores here, so it is
+    plain http.client: requests costs about 4 ms of CPU per call, which the server would lose."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> int:
+        self.connection.request(method, path, body=body, headers=headers or {})
+        response = self.connection.getresponse()
+        response.read()
+        return response.status
+
+
+@dataclass
+class Load:
+    """What one stretch of closed-loop load saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    pings: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+
+def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
+               load: Load) -> None:
+    """`concurrency` clients in a closed loop for `seconds`, while /ping is polled every 100 ms;
+    adds what they saw to `load`."""
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
     def client(offset: int) -> None:
-        session = requests.Session()
+        session = Client(url, timeout=120)
         i = offset
         while time.monotonic() < deadline:
             started = time.monotonic()
-            response = session.post(url + "/invocations", data=bodies[i % len(bodies)],
-                                    headers={"Content-Type": "image/jpeg"}, timeout=120)
+            status = session.call("POST", "/invocations", bodies[i % len(bodies)],
+                                  {"Content-Type": "image/jpeg"})
             with lock:
-                latencies.append(time.monotonic() - started)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                load.latencies.append(time.monotonic() - started)
+                load.statuses[status] = load.statuses.get(status, 0) + 1
             i += concurrency
 
     def pinger() -> None:
-        session = requests.Session()
+        session = Client(url, timeout=10)
         while time.monotonic() < deadline:
             started = time.monotonic()
-            session.get(url + "/ping", timeout=10)
-            pings.append(time.monotonic() - started)
+            session.call("GET", "/ping")
+            load.pings.append(time.monotonic() - started)
             time.sleep(0.1)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
@@ -164,31 +223,34 @@ def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float) 
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
-    return {"concurrency": concurrency, "requests": len(latencies), "statuses": statuses,
-            "images_per_s": statuses.get(200, 0) / elapsed,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * percentile(latencies, 99),
-            "ping_p50_ms": 1000 * statistics.median(pings),
-            "ping_p99_ms": 1000 * percentile(pings, 99), "ping_max_ms": 1000 * max(pings)}
+    load.elapsed += time.monotonic() - started
 
 
-def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float,
+def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float, rounds: int,
            probe) -> dict:
-    """Each level is bracketed by `probe()` (raw limit and baseline, measured with the server
-    idle), so its ratios compare figures taken within a minute of each other."""
+    """Each level alternates `rounds` times between `probe()` (raw limit and baseline, with
+    the server idle) and seconds/rounds of load, and ends with a probe: the machine's speed
+    drifts, and this way a drift weighs on both sides of the level's ratios alike."""
     bodies = [path.read_bytes() for path in files]
     with ServerProcess(model_dir) as server:
         cold_start = server.wait_ready(timeout=300)
         idle_rss = tree_rss(server.process.pid)
         results = []
         for level in levels:
-            before = probe()
-            result = load_level(server.url, bodies, level, seconds)
-            after = probe()
-            result["raw_images_per_s"] = (before["raw"] + after["raw"]) / 2
-            result["baseline_images_per_s"] = (before["baseline"] + after["baseline"]) / 2
-            results.append(result)
+            load, probes = Load(), [probe()]
+            for _ in range(rounds):
+                load_level(server.url, bodies, level, seconds / rounds, load)
+                probes.append(probe())
+            results.append({
+                "concurrency": level, "requests": len(load.latencies), "statuses": load.statuses,
+                "images_per_s": load.statuses.get(200, 0) / load.elapsed,
+                "p50_ms": 1000 * statistics.median(load.latencies),
+                "p99_ms": 1000 * percentile(load.latencies, 99),
+                "ping_p50_ms": 1000 * statistics.median(load.pings),
+                "ping_p99_ms": 1000 * percentile(load.pings, 99),
+                "ping_max_ms": 1000 * max(load.pings),
+                "raw_images_per_s": statistics.mean(p["raw"] for p in probes),
+                "baseline_images_per_s": statistics.mean(p["baseline"] for p in probes)})
         loaded_rss = tree_rss(server.process.pid)
     return {"cold_start_s": cold_start, "rss_idle_mib": idle_rss, "rss_loaded_mib": loaded_rss,
             "levels": results}
@@ -224,12 +286,14 @@ def table(results: dict) -> str:
     lines = [
         f"model {results['arch']} | device {raw['device']} | precision {raw['precision']} | "
         f"{results['machine']}",
-        f"raw limit (no HTTP) at start: best batch {raw['best_batch']}, "
-        f"{raw['images_per_s']:.2f} img/s; by batch: "
-        + ", ".join(f"{b}: {v:.2f}" for b, v in raw["images_per_s_by_batch"].items()),
+        f"raw limit (no HTTP) at start: best {raw['best_lanes']} lane(s) x batch "
+        f"{raw['best_batch']}, {raw['images_per_s']:.2f} img/s; by lanes and batch: "
+        + "; ".join(f"{lanes} lane(s): " + ", ".join(f"{b}: {v:.2f}" for b, v in rates.items())
+                    for lanes, rates in raw["images_per_s_by_lanes_and_batch"].items()),
         f"plain baseline (PIL decode + fp32 batch-1) at start: {base['images_per_s']:.2f} img/s",
-        "each level's ratios use the raw limit (best batch) and baseline measured just before "
-        "and after it (columns 'raw' and 'base'), because the machine's speed drifts",
+        "each level's ratios use the means of the raw limit (best batch) and baseline probes "
+        "taken between its stretches of load (columns 'raw' and 'base'): the machine's speed "
+        "drifts",
         f"cold start {srv['cold_start_s']:.1f} s | server RSS idle {srv['rss_idle_mib']:.0f} MiB, "
         f"after load {srv['rss_loaded_mib']:.0f} MiB | one bare model "
         f"{results['one_model_rss_mib']:.0f} MiB "
@@ -257,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed-vgg16 (the Udacity seed's checkpoint) or an architecture name")
     parser.add_argument("--model-dir", type=Path, help="serve this model dir instead")
     parser.add_argument("--concurrency", default="1,4,8,16")
-    parser.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="load per concurrency level, in --rounds stretches")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="stretches of load per level, each followed by a probe")
     parser.add_argument("--photos", type=int, default=64)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -270,17 +337,18 @@ def main(argv: list[str] | None = None) -> int:
                    "machine": f"{cpu_count()} cores, torch {torch.__version__}",
                    "photos": len(files)}
         predictor = served_predictor(model_dir, tuple(BATCH_SIZES))
-        results["raw_limit"] = raw = raw_limit(predictor, BATCH_SIZES, args.seconds / 2)
+        results["raw_limit"] = raw = raw_limit(predictor, BATCH_SIZES, args.seconds / 4)
         baseline = PlainBaseline(model_dir, files)
         results["baseline"] = {"images_per_s": baseline.rate(args.seconds)}
         results["one_model_rss_mib"] = reference_rss(model_dir)
         levels = [int(x) for x in args.concurrency.split(",")]
 
         def probe() -> dict:
-            return {"raw": forward_rate(predictor, raw["best_batch"], PROBE_S),
+            return {"raw": forward_rate(predictor, raw["best_batch"], PROBE_S, raw["best_lanes"]),
                     "baseline": baseline.rate(PROBE_S)}
 
-        results["served"] = served(model_dir, files, levels, args.seconds, probe)
+        results["served"] = served(model_dir, files, levels, args.seconds, args.rounds,
+                                   probe)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "chart.png")
     print(table(results))

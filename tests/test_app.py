@@ -5,11 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 import requests
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.unreader import SocketUnreader
 from PIL import Image
+
+from flower_serving.app import read_input
 
 
 def jpeg_bytes(size=(320, 240), color=(200, 30, 60)) -> bytes:
@@ -182,3 +188,23 @@ def test_line_wrapped_base64_is_accepted(small_server, photos):
                                  "application/json")
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 1
+
+
+@pytest.mark.parametrize("size", [1, 40_000, 6 * 1024 * 1024])
+def test_read_input_takes_a_gunicorn_body_in_one_read(size):
+    sender, receiver = socket.socketpair()
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    writer = threading.Thread(target=sender.sendall, args=(data,))
+    writer.start()
+    try:
+        body = Body(LengthReader(SocketUnreader(receiver), size))
+        assert read_input(body, size) == data
+        assert body.read() == b""  # nothing left for gunicorn to drain
+    finally:
+        writer.join()
+        sender.close()
+        receiver.close()
+
+
+def test_read_input_reads_any_other_stream_plainly():
+    assert read_input(io.BytesIO(b"abcdef"), 4) == b"abcd"

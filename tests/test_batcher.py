@@ -2,11 +2,14 @@
 # Uses a real (small) model through the real Predictor; no mocks.
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from conftest import CountingPredictor
 from flower_serving.batcher import Batcher
 from flower_serving.checkpoint import load_classifier
+from flower_serving.predictor import Predictor
 
 
 def make(small_model_dir, max_batch=8, delay_ms=50.0):
@@ -54,3 +57,42 @@ def test_cancelled_requests_are_skipped(small_model_dir):
     assert second.cancel() or second.running()
     predictor.release.set()
     assert first.result(timeout=60).shape == (1, 102)
+
+
+class MeetingPredictor(Predictor):
+    """The real predictor, whose forwards must meet in groups of `parties`: with 2 it only
+    answers if two lanes are inside forward() at the same time. Records each forward's torch
+    thread count."""
+
+    def __init__(self, *args, parties: int = 2):
+        super().__init__(*args)
+        self.meeting = threading.Barrier(parties, timeout=30)
+        self.threads: list[int] = []
+
+    def forward(self, batch):
+        self.meeting.wait()
+        self.threads.append(torch.get_num_threads())
+        return super().forward(batch)
+
+
+def test_lanes_run_forwards_side_by_side_on_their_own_threads(small_model_dir):
+    predictor = MeetingPredictor(load_classifier(small_model_dir), torch.device("cpu"), "fp32")
+    batcher = Batcher(predictor, max_batch=2, max_delay_ms=20, lanes=2, threads=1)
+    inputs = [torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(i))
+              for i in range(4)]
+    futures = [batcher.submit(x) for x in inputs]
+    results = [f.result(timeout=60) for f in futures]
+    assert predictor.threads == [1, 1, 1, 1] and batcher.batches == 4 and batcher.images == 8
+    assert len({thread.name for thread in batcher._threads}) == 2
+    for x, result in zip(inputs, results, strict=True):
+        assert torch.allclose(result, Predictor.forward(predictor, x), atol=1e-5)
+
+
+def test_a_lone_request_gets_every_lanes_threads(small_model_dir):
+    predictor = MeetingPredictor(load_classifier(small_model_dir), torch.device("cpu"), "fp32",
+                                 parties=1)
+    batcher = Batcher(predictor, max_batch=2, max_delay_ms=0, lanes=2, threads=1)
+    for seed in range(3):
+        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+        assert batcher.submit(x).result(timeout=60).shape == (1, 102)
+    assert predictor.threads == [2, 2, 2]

@@ -13,7 +13,20 @@ def test_defaults_follow_sagemaker():
     assert env.max_payload_mb == 6 and env.max_payload_bytes == 6 * 1024 * 1024
     assert env.model_dir == "/opt/ml/model" and env.workers == 1
     assert env.precision == "auto" and env.torch_threads >= 1
-    assert env.batch_size_for("cpu") == 8 and env.batch_size_for("cuda") == 32
+    assert env.batch_size_for("cuda") == 32 and env.lanes_for("cuda") == 1
+    assert env.lanes_for("cpu") == min(2, env.torch_threads)
+    assert env.batch_size_for("cpu") * env.lanes_for("cpu") == 8  # images in flight on CPU
+
+
+@pytest.mark.parametrize("threads,lanes,expected", [
+    ("4", "", (2, 2, 4)), ("1", "", (1, 1, 8)), ("8", "3", (3, 2, 2)), ("2", "1", (1, 2, 8)),
+    ("2", "4", (2, 1, 4))])
+def test_cpu_lanes_split_the_torch_threads(threads, lanes, expected):
+    env = Environment.from_env({"TORCH_NUM_THREADS": threads, "INFERENCE_LANES": lanes})
+    cpu = (env.lanes_for("cpu"), env.threads_per_lane("cpu"), env.batch_size_for("cpu"))
+    assert cpu == expected
+    explicit = Environment.from_env({"INFERENCE_LANES": "3", "MAX_BATCH_SIZE": "5"})
+    assert explicit.batch_size_for("cpu") == 5
     assert env.calibration_dir.endswith("calibration")  # /opt/program/calibration in the image
 
 
@@ -41,7 +54,8 @@ def test_blank_values_mean_default():
     ("SAGEMAKER_BIND_TO_PORT", "0"), ("SAGEMAKER_BIND_TO_PORT", "70000"),
     ("MODEL_SERVER_WORKERS", "two"), ("MODEL_SERVER_TIMEOUT", "-1"), ("TOP_K", "0"),
     ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0"), ("MAX_BATCH_SIZE", "1.5"),
-    ("INFERENCE_PRECISION", "int4"), ("LOG_LEVEL", "loud"), ("MAX_BATCH_DELAY_MS", "nan")])
+    ("INFERENCE_PRECISION", "int4"), ("LOG_LEVEL", "loud"), ("MAX_BATCH_DELAY_MS", "nan"),
+    ("INFERENCE_LANES", "-1"), ("INFERENCE_LANES", "65"), ("INFERENCE_LANES", "two")])
 def test_bad_values_name_the_variable(key, value):
     with pytest.raises(ConfigError) as error:
         Environment.from_env({key: value})

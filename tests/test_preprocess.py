@@ -44,10 +44,18 @@ def test_matches_seed_pipeline_on_odd_sizes(seed_transform, size):
 
 
 def test_other_normalisation_travels_in_the_spec(photos):
-    spec = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    image = Image.open(photos[0])
-    out = preprocess(image, spec)
-    assert out.min() >= -1.0 and out.max() <= 1.0
+    torchvision, _ = import_reference()
+    T = torchvision.transforms
+    spec = Preprocessing(resize=256, crop=224, mean=(0.5, 0.25, 0.75), std=(0.5, 0.2, 0.3))
+    seed = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize(spec.mean, spec.std)])
+    image = Image.open(photos[0]).convert("RGB")
+    assert torch.equal(preprocess(image, spec), seed(image))
+    rows, cols = np.indices((256, 256))  # 256 x 256: not resampled, and its centre crop
+    every_level = Image.fromarray(  # holds every 8-bit level in every channel
+        np.stack([(rows + cols + 85 * c) % 256 for c in range(3)], axis=-1).astype(np.uint8))
+    assert all(len(np.unique(np.asarray(every_level)[16:240, 16:240, c])) == 256 for c in range(3))
+    assert torch.equal(preprocess(every_level, spec), seed(every_level))
     assert Preprocessing.from_dict(spec.to_dict()) == spec
 
 

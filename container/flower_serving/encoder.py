@@ -9,17 +9,18 @@ import torch
 from .checkpoint import Classifier
 
 
-def top_k(probs: torch.Tensor, k: int, classifier: Classifier) -> list[dict]:
-    """One image's probabilities -> its k most likely classes, most likely first."""
-    values, indices = torch.topk(probs, min(k, probs.numel()))
-    pairs = zip(values.tolist(), indices.tolist(), strict=True)
-    return [{"class": classifier.classes[i], "label": classifier.label(classifier.classes[i]),
-             "probability": float(p)} for p, i in pairs]
+def top_k(probs: torch.Tensor, k: int, classifier: Classifier) -> list[list[dict]]:
+    """n x classes probabilities -> each image's k most likely classes, most likely first.
+    One topk for the batch, then plain Python lists: no per-row tensor work."""
+    values, indices = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
+    return [[{"class": classifier.classes[i], "label": classifier.label(classifier.classes[i]),
+              "probability": p} for p, i in zip(row_values, row_indices, strict=True)]
+            for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
 def encode(probs: torch.Tensor, k: int, classifier: Classifier, batched: bool) -> bytes:
     """n x classes probabilities -> response body."""
-    rows = [top_k(row, k, classifier) for row in probs]
+    rows = top_k(probs, k, classifier)
     return json.dumps({"predictions": rows if batched else rows[0]}).encode("utf-8")
 
 

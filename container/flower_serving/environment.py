@@ -19,6 +19,7 @@ MAX_BATCH_SIZE = "MAX_BATCH_SIZE"
 MAX_BATCH_DELAY_MS = "MAX_BATCH_DELAY_MS"
 MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 INFERENCE_PRECISION = "INFERENCE_PRECISION"
+INFERENCE_LANES = "INFERENCE_LANES"
 CALIBRATION_IMAGES_DIR = "CALIBRATION_IMAGES_DIR"
 TORCH_THREADS = "TORCH_NUM_THREADS"
 LOG_LEVEL = "LOG_LEVEL"
@@ -79,16 +80,29 @@ class Environment:
     max_payload_mb: float = 6.0
     model_dir: str = "/opt/ml/model"
     top_k: int = 5
-    max_batch_size: int = 0  # 0: 8 on CPU, 32 on GPU (chosen once the device is known)
+    max_batch_size: int = 0  # 0: 8 images in flight on CPU (4 per lane), 32 on GPU
     max_batch_delay_ms: float = 5.0
     max_image_pixels: int = 40_000_000
     precision: str = "auto"
     calibration_dir: str = DEFAULT_CALIBRATION_DIR  # photos for the reduced-precision check
     torch_threads: int = 1
+    lanes: int = 0  # 0: 2 on CPU (at most one per thread), 1 on GPU
     log_level: str = "info"
 
+    def lanes_for(self, device_type: str) -> int:
+        """Batches forwarded side by side, each on its own share of the torch threads."""
+        if device_type == "cuda":
+            return 1
+        return min(self.lanes or 2, self.torch_threads)
+
+    def threads_per_lane(self, device_type: str) -> int:
+        return max(1, self.torch_threads // self.lanes_for(device_type))
+
     def batch_size_for(self, device_type: str) -> int:
-        return self.max_batch_size or (32 if device_type == "cuda" else 8)
+        """The largest batch one forward takes."""
+        if self.max_batch_size:
+            return self.max_batch_size
+        return 32 if device_type == "cuda" else max(1, 8 // self.lanes_for(device_type))
 
     @property
     def max_payload_bytes(self) -> int:
@@ -108,13 +122,16 @@ class Environment:
                                  "a number of megabytes above 0 and at most 100"),
             model_dir=env.get(MODEL_DIR, "").strip() or "/opt/ml/model",
             top_k=_positive_int(env, TOP_K, 5, 1000),
-            max_batch_size=_read(env, MAX_BATCH_SIZE, 0, int, lambda v: 0 <= v <= 1024,
-                                 "an integer from 1 to 1024 (0 or unset: 8 on CPU, 32 on GPU)"),
+            max_batch_size=_read(
+                env, MAX_BATCH_SIZE, 0, int, lambda v: 0 <= v <= 1024,
+                "an integer from 1 to 1024 (0 or unset: 8 // lanes on CPU, 32 on GPU)"),
             max_batch_delay_ms=_read(env, MAX_BATCH_DELAY_MS, 5.0, float,
                                      lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
             max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),
             precision=_choice(env, INFERENCE_PRECISION, "auto", PRECISIONS),
             calibration_dir=env.get(CALIBRATION_IMAGES_DIR, "").strip() or DEFAULT_CALIBRATION_DIR,
             torch_threads=_positive_int(env, TORCH_THREADS, cores, 1024),
+            lanes=_read(env, INFERENCE_LANES, 0, int, lambda v: 0 <= v <= 64,
+                        "an integer from 1 to 64 (0 or unset: 2 on CPU, 1 on GPU)"),
             log_level=_choice(env, LOG_LEVEL, "info", LOG_LEVELS),
         )

@@ -1,9 +1,10 @@
 # The request path, in one sitting: decode -> preprocess -> batch -> forward -> encode.
-# Decoding runs in the request's own thread, one per core, taking turns with CPU forwards.
+# Decoding runs in the request's own thread, at most one per core at a time.
 from __future__ import annotations
 
 from concurrent.futures import TimeoutError as FutureTimeout
 
+import numpy as np
 import torch
 
 from .batcher import Batcher
@@ -16,6 +17,13 @@ from .errors import ModelBusy
 from .preprocess import preprocess
 
 MAX_INSTANCES = 256
+
+
+def stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack in numpy: torch's copy would start an OpenMP team in every request thread."""
+    if len(images) == 1:
+        return images[0][None]
+    return torch.from_numpy(np.stack([image.numpy() for image in images]))
 
 
 class Handler:
@@ -38,8 +46,8 @@ class Handler:
                 images = decode_instances(body, limit, MAX_INSTANCES)
             else:
                 images = [decode_image(body, limit)]
-            batch = torch.stack([preprocess(image, self.classifier.preprocessing)
-                                 for image in images])
+            batch = stack([preprocess(image, self.classifier.preprocessing)
+                           for image in images])
             future = self.batcher.submit(batch)  # queued before a waiting forward looks
         try:
             probs = future.result(timeout=self.env.timeout)

@@ -64,7 +64,7 @@ def predict(image_path: str, classifier: Classifier, k: int, device: torch.devic
     image = decode_image(path.read_bytes(), NO_PIXEL_LIMIT, str(path))
     batch = preprocess(image, classifier.preprocessing)[None]
     probs = Predictor(classifier, device, "fp32").forward(batch)
-    return top_k(probs[0], k, classifier)
+    return top_k(probs, k, classifier)[0]
 
 
 def table(predictions: list[dict]) -> str:

@@ -15,6 +15,7 @@ from .environment import GRACEFUL_TIMEOUT_S, ConfigError, Environment, cpu_count
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 log = logging.getLogger("flower_serving")
+GIL_SWITCH_S = 0.001  # a /ping waits for the GIL behind decoders and lanes: hand it over sooner
 WORKER_BOOT_ERROR = 3  # gunicorn halts the whole server when a worker exits with this code
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(M)sms in=%({content-length}i)s out=%(B)s'
 
@@ -69,18 +70,23 @@ def build_app(env: Environment):
     from .gate import CpuGate
     from .handler import Handler
 
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         classifier, predictor = load_model(env)
     except ModelLoadError as error:
         log.error("cannot serve the model in %s: %s", env.model_dir, error)
         sys.exit(WORKER_BOOT_ERROR)
-    device = predictor.device
-    batch_size = env.batch_size_for(device.type)
-    log.info("batching up to %d images, waiting at most %g ms; %d request threads; "
-             "payload limit %g MB", batch_size, env.max_batch_delay_ms, env.threads,
-             env.max_payload_mb)
-    gate = CpuGate(cpu_count(), exclusive=device.type == "cpu")
-    batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate)
+    kind = predictor.device.type
+    batch_size, lanes = env.batch_size_for(kind), env.lanes_for(kind)
+    threads = env.threads_per_lane(kind) if kind == "cpu" else None
+    log.info("batching up to %d images, waiting at most %g ms, in %d lane%s%s; %d request "
+             "threads; payload limit %g MB", batch_size, env.max_batch_delay_ms, lanes,
+             "s" if lanes > 1 else "", f" of {threads} torch threads" if threads else "",
+             env.threads, env.max_payload_mb)
+    # one lane's forward gets the cores to itself; lanes share them, so the gate then only
+    # bounds the decoders
+    gate = CpuGate(cpu_count(), exclusive=kind == "cpu" and lanes == 1)
+    batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate, lanes, threads)
     return create_app(Handler(classifier, batcher, env), env)
 
 
