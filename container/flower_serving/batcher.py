@@ -7,9 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +43,8 @@ class Batcher:
         self.threads = threads
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._count = threading.Lock()
-        self._busy = 0  # lanes in a forward
+        self._busy = 0  # lanes holding a batch
+        self._pending = 0  # requests submitted and not yet taken by a lane
         self.batches = 0
         self.images = 0
         self._threads = [threading.Thread(target=self._run, name=f"batcher-{lane}", daemon=True)
@@ -55,15 +54,27 @@ class Batcher:
 
     def submit(self, images: torch.Tensor) -> Future:
         future: Future = Future()
+        with self._count:
+            self._pending += 1
         self._queue.put(_Item(images, future))
         return future
+
+    def _take(self, timeout: float | None = None, first: bool = False) -> _Item:
+        """The next queued request (queue.Empty after `timeout`). Counting it off the pending
+        ones and, for a batch's first, onto the busy lanes in one step keeps every request
+        counted in one or the other."""
+        item = self._queue.get(timeout=timeout)
+        with self._count:
+            self._pending -= 1
+            self._busy += int(first)
+        return item
 
     def _collect(self, items: list[_Item], deadline: float) -> list[_Item]:
         """Add queued requests until max_batch images or `deadline` (monotonic seconds)."""
         count = sum(len(item.images) for item in items)
         while count < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._take(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             items.append(item)
@@ -72,29 +83,27 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            items = self._collect([first], time.monotonic() + self.max_delay)
-            with self.gate.forward():
-                items = self._collect(items, 0.0)  # what the finished decoders just queued
-                items = [item for item in items if item.future.set_running_or_notify_cancel()]
-                if items:
-                    with self._lane():
+            first = self._take(first=True)
+            try:
+                items = self._collect([first], time.monotonic() + self.max_delay)
+                with self.gate.forward():
+                    items = self._collect(items, 0.0)  # what the finished decoders just queued
+                    items = [i for i in items if i.future.set_running_or_notify_cancel()]
+                    if items:
+                        self._set_threads()
                         self._forward(items)
+            finally:
+                with self._count:
+                    self._busy -= 1
 
-    @contextmanager
-    def _lane(self) -> Iterator[None]:
+    def _set_threads(self) -> None:
         """This forward's torch threads: its lane's share, or every lane's share when no other
-        lane is busy and nothing waits (a lone request keeps the low latency of all cores)."""
+        lane has work and nothing waits (a lone request keeps the low latency of all cores)."""
+        if self.threads is None:
+            return
         with self._count:
-            self._busy += 1
-            alone = self._busy == 1 and self._queue.empty()
-        try:
-            if self.threads is not None:
-                torch.set_num_threads(self.threads * (self.lanes if alone else 1))
-            yield
-        finally:
-            with self._count:
-                self._busy -= 1
+            alone = self._busy == 1 and self._pending == 0
+        torch.set_num_threads(self.threads * (self.lanes if alone else 1))
 
     def _forward(self, items: list[_Item]) -> None:
         try:
