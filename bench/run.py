@@ -77,7 +77,7 @@ def forward_rate(predictor: Predictor, size: int, seconds: float, lanes: int = 1
     `lanes` threads side by side, each on its share of the torch threads, as the server's
     batcher lanes run them."""
     batch = torch.randn(size, *predictor.input_shape)
-    threads = max(1, Environment.from_env().torch_threads // lanes)
+    threads = Environment.from_env().threads_per_lane(lanes)
     rates = [0.0] * lanes
 
     def lane(index: int) -> None:

@@ -23,7 +23,8 @@ def test_defaults_follow_sagemaker():
     ("2", "4", (2, 1, 4))])
 def test_cpu_lanes_split_the_torch_threads(threads, lanes, expected):
     env = Environment.from_env({"TORCH_NUM_THREADS": threads, "INFERENCE_LANES": lanes})
-    cpu = (env.lanes_for("cpu"), env.threads_per_lane("cpu"), env.batch_size_for("cpu"))
+    lanes = env.lanes_for("cpu")
+    cpu = (lanes, env.threads_per_lane(lanes), env.batch_size_for("cpu"))
     assert cpu == expected
     explicit = Environment.from_env({"INFERENCE_LANES": "3", "MAX_BATCH_SIZE": "5"})
     assert explicit.batch_size_for("cpu") == 5

@@ -95,8 +95,8 @@ class Environment:
             return 1
         return min(self.lanes or 2, self.torch_threads)
 
-    def threads_per_lane(self, device_type: str) -> int:
-        return max(1, self.torch_threads // self.lanes_for(device_type))
+    def threads_per_lane(self, lanes: int) -> int:
+        return max(1, self.torch_threads // lanes)
 
     def batch_size_for(self, device_type: str) -> int:
         """The largest batch one forward takes."""

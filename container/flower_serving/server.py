@@ -78,7 +78,7 @@ def build_app(env: Environment):
         sys.exit(WORKER_BOOT_ERROR)
     kind = predictor.device.type
     batch_size, lanes = env.batch_size_for(kind), env.lanes_for(kind)
-    threads = env.threads_per_lane(kind) if kind == "cpu" else None
+    threads = env.threads_per_lane(lanes) if kind == "cpu" else None
     log.info("batching up to %d images, waiting at most %g ms, in %d lane%s%s; %d request "
              "threads; payload limit %g MB", batch_size, env.max_batch_delay_ms, lanes,
              "s" if lanes > 1 else "", f" of {threads} torch threads" if threads else "",
