@@ -71,6 +71,28 @@ def test_model_calibration_folder_is_used_and_a_bad_photo_is_named(tmp_path, sma
     assert "calibration photo skipped" in log and "bad.jpg" in log
 
 
+def test_boot_heartbeat_stops_quietly_when_the_worker_exits():
+    """A worker that fails to boot closes its heartbeat file while the boot heartbeat may
+    still be beating: the thread must end without a traceback in the log."""
+    from gunicorn import glogging
+    from gunicorn.config import Config
+    from gunicorn.workers.base import Worker
+
+    from flower_serving.server import _heartbeat_while_booting
+
+    cfg = Config()
+    worker = Worker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))
+    failures = []
+    hook, threading.excepthook = threading.excepthook, failures.append
+    try:
+        beating = _heartbeat_while_booting(None, worker)
+        worker.tmp.close()  # what gunicorn does when the worker exits during boot
+        beating.join(timeout=5)
+    finally:
+        threading.excepthook = hook
+    assert not beating.is_alive() and not failures
+
+
 def test_missing_model_dir_exits_nonzero(tmp_path):
     expect_refusal(tmp_path / "nowhere", ["does not exist", "checkpoint.pth"])
 

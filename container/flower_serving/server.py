@@ -117,13 +117,18 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-def _heartbeat_while_booting(server, worker) -> None:
+def _heartbeat_while_booting(server, worker) -> threading.Thread:
     """Keep gunicorn's timeout from killing a worker whose model is still loading."""
     def beat() -> None:
         while not worker.booted and worker.alive:
-            worker.notify()
+            try:
+                worker.notify()
+            except (OSError, ValueError):
+                return  # a worker that failed to boot closed its heartbeat file on the way out
             time.sleep(1.0)
-    threading.Thread(target=beat, name="boot-heartbeat", daemon=True).start()
+    thread = threading.Thread(target=beat, name="boot-heartbeat", daemon=True)
+    thread.start()
+    return thread
 
 
 class Server(BaseApplication):
