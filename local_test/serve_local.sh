@@ -28,15 +28,12 @@ root=$(dirname "$here")
 image=${1:-flower-classifier:latest}
 port=${PORT:-8080}
 
-command -v docker >/dev/null 2>&1 || { echo "error: docker not found on PATH" >&2; exit 1; }
-docker info >/dev/null 2>&1 || { echo "error: cannot reach the Docker engine; is it running?" >&2; exit 1; }
-
-gpus=()
+# shellcheck source=SCRIPTDIR/common.sh
+source "$here/common.sh"
+require_docker
+docker_gpus
 variant=cpu
-if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
-    gpus=(--gpus all)
-    variant=gpu
-fi
+[[ ${#GPUS[@]} -eq 0 ]] || variant=gpu
 
 if ! docker image inspect "$image" >/dev/null 2>&1; then
     echo "image $image not found locally; building it ($variant variant) ..." >&2
@@ -50,5 +47,5 @@ if [[ ! -f $test_dir/model/checkpoint.pth ]]; then
 fi
 
 echo "serving $image on http://localhost:$port (POST /invocations, GET /ping); Ctrl-C stops" >&2
-exec docker run --rm "${gpus[@]}" --stop-timeout 30 \
+exec docker run --rm "${GPUS[@]}" --stop-timeout 30 \
     -v "$test_dir:/opt/ml" -p "127.0.0.1:$port:8080" "$image" serve

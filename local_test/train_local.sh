@@ -27,8 +27,9 @@ test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
 image=${1:-flower-classifier:latest}
 data=$test_dir/input/data
 
-command -v docker >/dev/null 2>&1 || { echo "error: docker not found on PATH" >&2; exit 1; }
-docker info >/dev/null 2>&1 || { echo "error: cannot reach the Docker engine; is it running?" >&2; exit 1; }
+# shellcheck source=SCRIPTDIR/common.sh
+source "$here/common.sh"
+require_docker
 docker image inspect "$image" >/dev/null 2>&1 ||
     { echo "error: image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE" >&2; exit 1; }
 if [[ ! -d $data/train ]]; then
@@ -37,14 +38,11 @@ if [[ ! -d $data/train ]]; then
     exit 1
 fi
 
-gpus=()
-if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
-    gpus=(--gpus all)
-fi
+docker_gpus
 
 mkdir -p "$test_dir/model" "$test_dir/output"
 rm -f "$test_dir/output/failure"
-if docker run --rm "${gpus[@]}" -v "$test_dir:/opt/ml" "$image" train; then
+if docker run --rm "${GPUS[@]}" -v "$test_dir:/opt/ml" "$image" train; then
     echo "model written to $test_dir/model" >&2
 else
     rc=$?
