@@ -63,7 +63,7 @@ class Predictor:
         else:
             sample = with_flips(photos)
         if self.precision == "int8":
-            self._try_int8(photos)
+            self._try_int8(photos, sample)
         elif self.precision != "fp32":
             reduced = self.answers(sample, precision=self.precision)
             if not self._keeps_answers(self.answers(sample), reduced):
@@ -72,7 +72,9 @@ class Predictor:
             self.forward(sample.repeat((size + len(sample) - 1) // len(sample), 1, 1, 1)[:size])
         return time.perf_counter() - started
 
-    def _try_int8(self, photos: torch.Tensor | None) -> None:
+    def _try_int8(self, photos: torch.Tensor | None, sample: torch.Tensor) -> None:
+        """Quantize on `photos`; keep int8 only if it answers `sample` (the photos and their
+        mirrors) as fp32 does."""
         arch = self.classifier.arch
         if photos is None:
             log.warning("int8 needs photos to calibrate on and none were found; using fp32")
@@ -89,7 +91,7 @@ class Predictor:
             return
         # fp32 answers: the photos' from calibration, their mirrors' (never calibrated on) anew
         exact = torch.cat([torch.softmax(logits.float(), dim=1), self.answers(photos.flip(-1))])
-        if self._keeps_answers(exact, self.answers(with_flips(photos), quantized)):
+        if self._keeps_answers(exact, self.answers(sample, quantized)):
             self.model = self.classifier.model = quantized  # drops the fp32 weights
         else:
             self.precision = "fp32"
