@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import torch
 
@@ -96,3 +97,13 @@ def test_a_lone_request_gets_every_lanes_threads(small_model_dir):
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
         assert batcher.submit(x).result(timeout=60).shape == (1, 102)
     assert predictor.threads == [2, 2, 2]
+
+
+def test_lane_threads_carry_their_names_in_the_os(small_model_dir):
+    """top -H, ps and the benchmark's CPU accounting see the lanes as batcher-N."""
+    predictor, batcher = make(small_model_dir)
+    predictor.release.set()
+    batcher.submit(torch.randn(1, 3, 224, 224)).result(timeout=60)  # the lanes are running
+    names = {Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
+             for thread in batcher._threads}
+    assert names == {"batcher-0"}
