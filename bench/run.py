@@ -72,19 +72,23 @@ def images_per_s(step, seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
-def forward_rate(predictor: Predictor, size: int, seconds: float, lanes: int = 1) -> float:
+def forward_rate(predictor: Predictor, size: int, seconds: float, lanes: int = 1,
+                 cpu: list[float] | None = None) -> float:
     """Images/s of forwards alone (preprocessed tensors, no HTTP) at one batch size, from
     `lanes` threads side by side, each on its share of the torch threads, as the server's
-    batcher lanes run them."""
+    batcher lanes run them. Appends the CPU ms they took per image to `cpu` if given (this
+    process does nothing else meanwhile)."""
     batch = torch.randn(size, *predictor.input_shape)
     threads = Environment.from_env().threads_per_lane(lanes)
-    rates = [0.0] * lanes
+    rates, counts = [0.0] * lanes, [0] * lanes
+    started = time.process_time()
 
     def lane(index: int) -> None:
         torch.set_num_threads(threads)
 
         def step() -> int:
             predictor.forward(batch)
+            counts[index] += size
             return size
 
         rates[index] = images_per_s(step, seconds)
@@ -94,6 +98,8 @@ def forward_rate(predictor: Predictor, size: int, seconds: float, lanes: int = 1
         worker.start()
     for worker in workers:
         worker.join()
+    if cpu is not None:
+        cpu.append(1000 * (time.process_time() - started) / sum(counts))
     return sum(rates)
 
 
@@ -158,6 +164,23 @@ def reference_rss(model_dir: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def server_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds the server's threads have used, by role: "forward" for the batcher lanes
+    (named batcher-N in the OS, as are the OpenMP threads they start), "other" for the rest:
+    decoding, preprocessing, HTTP, JSON."""
+    roles = {"forward": 0.0, "other": 0.0}
+    process = psutil.Process(pid)
+    for proc in [process, *process.children(recursive=True)]:
+        for thread in proc.threads():
+            try:
+                name = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text()
+            except OSError:
+                continue  # the thread has ended
+            role = "forward" if name.startswith("batcher") else "other"
+            roles[role] += thread.user_time + thread.system_time
+    return roles
+
+
 def tree_rss(pid: int) -> float:
     process = psutil.Process(pid)
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
@@ -187,12 +210,15 @@ class Load:
     pings: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
+    cpu_s: dict[str, float] = field(  # server forward, server other, load generator
+        default_factory=lambda: {"forward": 0.0, "other": 0.0, "load_generator": 0.0})
 
 
 def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
-               load: Load) -> None:
+               load: Load, server_pid: int | None = None) -> None:
     """`concurrency` clients in a closed loop for `seconds`, while /ping is polled every 100 ms;
-    adds what they saw to `load`."""
+    adds what they saw, and the CPU the server (`server_pid`) and this process used, to
+    `load`."""
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
@@ -218,12 +244,16 @@ def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
     threads.append(threading.Thread(target=pinger))
-    started = time.monotonic()
+    before = server_cpu(server_pid) if server_pid else {}
+    started, cpu_started = time.monotonic(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     load.elapsed += time.monotonic() - started
+    load.cpu_s["load_generator"] += time.process_time() - cpu_started
+    for role, seconds_used in (server_cpu(server_pid) if server_pid else {}).items():
+        load.cpu_s[role] += seconds_used - before[role]
 
 
 def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float, rounds: int,
@@ -239,7 +269,8 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
         for level in levels:
             load, probes = Load(), [probe()]
             for _ in range(rounds):
-                load_level(server.url, bodies, level, seconds / rounds, load)
+                load_level(server.url, bodies, level, seconds / rounds, load,
+                           server.process.pid)
                 probes.append(probe())
             results.append({
                 "concurrency": level, "requests": len(load.latencies), "statuses": load.statuses,
@@ -250,10 +281,24 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
                 "ping_p99_ms": 1000 * percentile(load.pings, 99),
                 "ping_max_ms": 1000 * max(load.pings),
                 "raw_images_per_s": statistics.mean(p["raw"] for p in probes),
-                "baseline_images_per_s": statistics.mean(p["baseline"] for p in probes)})
+                "baseline_images_per_s": statistics.mean(p["baseline"] for p in probes),
+                **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes))})
         loaded_rss = tree_rss(server.process.pid)
     return {"cold_start_s": cold_start, "rss_idle_mib": idle_rss, "rss_loaded_mib": loaded_rss,
             "levels": results}
+
+
+def cpu_accounting(load: Load, probe_forward_ms: float) -> dict:
+    """Where the CPU went, in ms per served image, and the ceiling it sets on "x raw limit":
+    with every core busy and forwards as cheap as in the probe, an image costs the probe's
+    forward plus the server's other work plus the load generator's."""
+    images = load.statuses.get(200, 0)
+    if not images:
+        return {}
+    per_image = {role: 1000 * used / images for role, used in load.cpu_s.items()}
+    overhead = per_image["other"] + per_image["load_generator"]
+    return {"cpu_ms_per_image": {**per_image, "forward_in_probe": probe_forward_ms},
+            "raw_ratio_ceiling": probe_forward_ms / (probe_forward_ms + overhead)}
 
 
 def chart(results: dict, path: Path) -> None:
@@ -312,6 +357,24 @@ def table(results: dict) -> str:
             f"{r['images_per_s'] / r['raw_images_per_s']:.2f} | {r['p50_ms']:.0f} | "
             f"{r['p99_ms']:.0f} | {r['ping_p99_ms']:.1f} | {r['ping_max_ms']:.1f} | "
             f"{r['statuses']} |")
+    lines += [
+        "",
+        "CPU ms per served image: the server's lanes (forward), the rest of the server "
+        "(decode, preprocess, HTTP, JSON), the load generator; the raw-limit probe's forward; "
+        "and the most 'x raw limit' could be with every core busy and forwards as cheap as in "
+        "the probe",
+        "",
+        "| concurrency | forward | other server | load generator | forward in probe | "
+        "x raw limit ceiling |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in srv["levels"]:
+        if "cpu_ms_per_image" in r:
+            cpu = r["cpu_ms_per_image"]
+            lines.append(
+                f"| {r['concurrency']} | {cpu['forward']:.1f} | {cpu['other']:.1f} | "
+                f"{cpu['load_generator']:.1f} | {cpu['forward_in_probe']:.1f} | "
+                f"{r['raw_ratio_ceiling']:.2f} |")
     return "\n".join(lines)
 
 
@@ -344,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         levels = [int(x) for x in args.concurrency.split(",")]
 
         def probe() -> dict:
-            return {"raw": forward_rate(predictor, raw["best_batch"], PROBE_S, raw["best_lanes"]),
-                    "baseline": baseline.rate(PROBE_S)}
+            cpu: list[float] = []
+            rate = forward_rate(predictor, raw["best_batch"], PROBE_S, raw["best_lanes"], cpu)
+            return {"raw": rate, "raw_cpu_ms": cpu[0], "baseline": baseline.rate(PROBE_S)}
 
         results["served"] = served(model_dir, files, levels, args.seconds, args.rounds,
                                    probe)

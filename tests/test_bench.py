@@ -1,0 +1,37 @@
+# The benchmark's documented command, end to end on a small model: a real server under real load.
+# It checks what the run reports and writes, never how fast anything was.
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_benchmark_runs_and_reports_every_figure(tmp_path):
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--arch", "resnet18",
+         "--concurrency", "1,2", "--seconds", "2", "--rounds", "1", "--photos", "4",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads((out / "results.json").read_text())
+
+    raw = results["raw_limit"]
+    assert raw["images_per_s"] == max(rate for rates in raw["images_per_s_by_lanes_and_batch"]
+                                      .values() for rate in rates.values())
+    assert results["baseline"]["images_per_s"] > 0 and results["one_model_rss_mib"] > 0
+    served = results["served"]
+    assert 0 < served["cold_start_s"] < 300 and served["rss_loaded_mib"] > 0
+    assert [level["concurrency"] for level in served["levels"]] == [1, 2]
+    for level in served["levels"]:
+        assert set(level["statuses"]) == {"200"} and level["images_per_s"] > 0
+        assert level["p50_ms"] <= level["p99_ms"] and level["ping_p99_ms"] > 0
+        cpu = level["cpu_ms_per_image"]
+        # the lanes are told apart by their OS thread names; both roles did work
+        assert cpu["forward"] > 0 and cpu["other"] > 0 and cpu["load_generator"] > 0
+        assert cpu["forward_in_probe"] > 0 and 0 < level["raw_ratio_ceiling"] < 1
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 2 |" in result.stdout and "x raw limit ceiling" in result.stdout
