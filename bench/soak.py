@@ -219,7 +219,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the started server, e.g. "
-                        "MALLOC_ARENA_MAX=2 to match the image (repeatable)")
+                        "INFERENCE_LANES=1 (repeatable)")
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args()
     limit = int(args.payload_mb * 1024 * 1024)
