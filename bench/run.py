@@ -164,13 +164,18 @@ def reference_rss(model_dir: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def server_processes(pid: int) -> list[psutil.Process]:
+    """The gunicorn master `pid` and its workers."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def server_cpu(pid: int) -> dict[str, float]:
     """CPU seconds the server's threads have used, by role: "forward" for the batcher lanes
     (named batcher-N in the OS, as are the OpenMP threads they start), "other" for the rest:
     decoding, preprocessing, HTTP, JSON."""
     roles = {"forward": 0.0, "other": 0.0}
-    process = psutil.Process(pid)
-    for proc in [process, *process.children(recursive=True)]:
+    for proc in server_processes(pid):
         for thread in proc.threads():
             try:
                 name = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text()
@@ -182,8 +187,7 @@ def server_cpu(pid: int) -> dict[str, float]:
 
 
 def tree_rss(pid: int) -> float:
-    process = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+    return sum(p.memory_info().rss for p in server_processes(pid)) / 2**20
 
 
 class Client:
@@ -215,7 +219,7 @@ class Load:
 
 
 def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
-               load: Load, server_pid: int | None = None) -> None:
+               load: Load, server_pid: int) -> None:
     """`concurrency` clients in a closed loop for `seconds`, while /ping is polled every 100 ms;
     adds what they saw, and the CPU the server (`server_pid`) and this process used, to
     `load`."""
@@ -244,7 +248,7 @@ def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
     threads.append(threading.Thread(target=pinger))
-    before = server_cpu(server_pid) if server_pid else {}
+    before = server_cpu(server_pid)
     started, cpu_started = time.monotonic(), time.process_time()
     for thread in threads:
         thread.start()
@@ -252,7 +256,7 @@ def load_level(url: str, bodies: list[bytes], concurrency: int, seconds: float,
         thread.join()
     load.elapsed += time.monotonic() - started
     load.cpu_s["load_generator"] += time.process_time() - cpu_started
-    for role, seconds_used in (server_cpu(server_pid) if server_pid else {}).items():
+    for role, seconds_used in server_cpu(server_pid).items():
         load.cpu_s[role] += seconds_used - before[role]
 
 
