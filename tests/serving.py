@@ -1,5 +1,5 @@
-# Starts the real `container/serve` entrypoint as a subprocess on a free loopback port.
-# Waits are bounded; the process is stopped with SIGTERM (then SIGKILL) when the test ends.
+# Starts the real `container/serve` entrypoint on a free loopback port (bounded waits; SIGTERM,
+# then SIGKILL, at the end), and RuntimeProxy: SageMaker runtime's invoke path in front of it.
 from __future__ import annotations
 
 import os
@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -81,3 +83,50 @@ class ServerProcess:
         if content_type is not None:
             headers["Content-Type"] = content_type
         return requests.post(self.url + "/invocations", data=body, headers=headers, timeout=120)
+
+
+class RuntimeProxy:
+    """SageMaker runtime's part, on loopback: boto3's `POST /endpoints/NAME/invocations` goes to
+    the real server's `/invocations` with the headers SageMaker passes on. Records each body."""
+
+    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+    def __init__(self, server_url: str) -> None:
+        self.bodies: list[bytes] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                parts = self.path.split("/")
+                if len(parts) != 4 or parts[1] != "endpoints" or parts[3] != "invocations":
+                    return self.answer(404, b'{"message": "not an InvokeEndpoint path"}')
+                proxy.bodies.append(body)
+                headers = {k: self.headers[k] for k in proxy.FORWARDED if k in self.headers}
+                reply = requests.post(server_url + "/invocations", data=body, headers=headers,
+                                      timeout=120)
+                return self.answer(reply.status_code, reply.content)
+
+            def answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> RuntimeProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
