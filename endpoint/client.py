@@ -17,7 +17,6 @@ from botocore.config import Config
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
-ORIENTATION = 0x0112  # the EXIF tag
 RETRY_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=70
 )
@@ -40,7 +39,7 @@ def shrink(data: bytes, max_side: int) -> tuple[bytes, str | None]:
     when it has transparency. Returns (bytes, content type); (data, None) when the image is
     already small enough or 16-bit/float, which is sent unchanged."""
     try:
-        from PIL import Image, ImageOps
+        from PIL import ExifTags, Image, ImageOps
     except ImportError:
         raise ValueError("max_side needs Pillow: pip install pillow") from None
     try:
@@ -52,7 +51,7 @@ def shrink(data: bytes, max_side: int) -> tuple[bytes, str | None]:
         if image.mode != target:  # palette, CMYK, transparency...: resample in RGB(A)
             image = image.convert(target)
         image.thumbnail((max_side, max_side), Image.LANCZOS)  # JPEGs decode at reduced scale
-        if image.getexif().get(ORIENTATION, 1) != 1:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             image = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"max_side: not an image Pillow can read ({error})") from None

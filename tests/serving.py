@@ -91,7 +91,7 @@ class RuntimeProxy:
 
     FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server: ServerProcess) -> None:
         self.bodies: list[bytes] = []
         proxy = self
 
@@ -105,8 +105,7 @@ class RuntimeProxy:
                     return self.answer(404, b'{"message": "not an InvokeEndpoint path"}')
                 proxy.bodies.append(body)
                 headers = {k: self.headers[k] for k in proxy.FORWARDED if k in self.headers}
-                reply = requests.post(server_url + "/invocations", data=body, headers=headers,
-                                      timeout=120)
+                reply = server.post(body, headers.pop("Content-Type", None), **headers)
                 return self.answer(reply.status_code, reply.content)
 
             def answer(self, status: int, body: bytes) -> None:

@@ -14,7 +14,7 @@ import sys
 import boto3
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
     REPO,
@@ -24,7 +24,6 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
 from serving import RuntimeProxy, ServerProcess
 
 DEMO_MODEL = REPO / "local_test" / "test_dir" / "model"
-ORIENTATION = 0x0112
 # Any resampling of these noisy phone-sized photos (the server's own Resize from 3000 px against
 # Lanczos to 1024 px, then the server's) moved the demo model's top-1 probability by up to 0.03,
 # and never its top-1 class; max_side is the caller's choice, so this bounds it, not 0.02.
@@ -99,7 +98,7 @@ def phone_photo(photo, long_side: int = 3000, orientation: int = 1) -> bytes:
     noise = np.random.default_rng(0).normal(0, 4, (image.height, image.width, 3))
     image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
     exif = Image.Exif()
-    exif[ORIENTATION] = orientation
+    exif[ExifTags.Base.Orientation] = orientation
     out = io.BytesIO()
     image.save(out, "JPEG", quality=92, exif=exif.tobytes())
     return out.getvalue()
@@ -131,7 +130,7 @@ def test_shrink_applies_exif_orientation(photos):
     assert stored.width > stored.height
     small = opened(client.shrink(big, 1024)[0])
     assert small.height == 1024 and small.width < small.height
-    assert small.getexif().get(ORIENTATION, 1) == 1
+    assert small.getexif().get(ExifTags.Base.Orientation, 1) == 1
     upright = stored.transpose(Image.Transpose.ROTATE_270).resize(small.size, Image.LANCZOS)
     gap = np.abs(np.asarray(small, np.int16) - np.asarray(upright, np.int16)).mean()
     assert gap < 3, gap
@@ -172,7 +171,7 @@ def demo_endpoint():
     """The demo model served for real, behind SageMaker runtime's invoke path."""
     with ServerProcess(DEMO_MODEL, {"INFERENCE_PRECISION": "fp32"}) as server:
         server.wait_ready()
-        with RuntimeProxy(server.url) as proxy:
+        with RuntimeProxy(server) as proxy:
             yield proxy
 
 

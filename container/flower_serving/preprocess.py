@@ -7,11 +7,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ORIENTATION = 0x0112  # the EXIF tag
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 # Resize(255) of a 100000x2 image would be 12,750,000x255 pixels (GBs). Past this resized area
 # only the centre crop is resampled, from the same source box: same pixels within +/-2 levels.
@@ -47,7 +46,8 @@ class Preprocessing:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any Pillow mode to 8-bit RGB."""
     try:
-        if image.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
+        # exif_transpose copies even when upright
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             image = ImageOps.exif_transpose(image)
     except (ValueError, TypeError, OSError, KeyError, SyntaxError):
         pass  # unreadable EXIF: keep the pixels as stored
