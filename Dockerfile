@@ -1,17 +1,18 @@
 # SageMaker bring-your-own-container inference (and training) image for the flower classifier.
 #
 # Build (always for linux/amd64, the only architecture SageMaker runs; build_and_push.sh does this):
-#   docker build --platform linux/amd64 -t flower-classifier .                      # GPU (CUDA 12.6)
+#   docker build --platform linux/amd64 -t flower-classifier .                      # GPU (CUDA 13.0)
 #   docker build --platform linux/amd64 --build-arg VARIANT=cpu -t flower-classifier:cpu .
 # Works with the classic builder and with BuildKit (no BuildKit-only syntax is used).
 #
-# VARIANT=gpu installs the CUDA 12.6 builds of torch/torchvision (the wheels bring the CUDA
-# runtime; the base needs no CUDA). CUDA 12.6 needs NVIDIA driver >= 525. SageMaker's default
-# GPU driver (470, CUDA 11.4 on g4dn/g5) CANNOT run it: the endpoint fails with
-# CannotStartContainerError or silently runs on CPU. Create the endpoint config with an
-# InferenceAmiVersion such as al2-ami-sagemaker-inference-gpu-2 (driver 535, CUDA 12.2+).
-# VARIANT=cpu installs CPU-only wheels for CPU instances and serverless inference (10 GB limit).
-# TORCH_INDEX_URL overrides the wheel index for torch/torchvision (default chosen by VARIANT).
+# VARIANT=gpu installs torch/torchvision as PyPI has them: the CUDA 13.0 builds, whose wheels
+# bring the CUDA runtime (the base needs no CUDA). CUDA 13.0 needs NVIDIA driver >= 580 and a
+# Turing (sm_75) or newer GPU: on SageMaker create the endpoint config with
+# InferenceAmiVersion al2023-ami-sagemaker-inference-gpu-4-1 (endpoint/deploy.sh does). Without
+# a usable GPU the same image serves on the CPU and says so in its start-up log.
+# VARIANT=cpu installs PyTorch's CPU-only wheels of the same versions, for CPU instances and
+# serverless inference (10 GB limit). TORCH_INDEX_URL overrides the index for torch/torchvision:
+# V100 (p3) users build with https://download.pytorch.org/whl/cu126 (driver >= 525).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -30,13 +31,14 @@ ENV PYTHONUNBUFFERED=1 \
 COPY requirements.txt /tmp/requirements.txt
 RUN set -eu; \
     case "$VARIANT" in \
-        gpu) default_index=https://download.pytorch.org/whl/cu126 ;; \
+        gpu) default_index= ;; \
         cpu) default_index=https://download.pytorch.org/whl/cpu ;; \
         *) echo "error: VARIANT must be gpu or cpu, got '$VARIANT'" >&2; exit 1 ;; \
     esac; \
     python3 -m venv "$VIRTUAL_ENV"; \
     grep -E '^(torch|torchvision)([<>=!~; ]|$)' /tmp/requirements.txt > /tmp/torch-requirements.txt; \
-    python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL:-$default_index}" \
+    index="${TORCH_INDEX_URL:-$default_index}"; \
+    python -m pip install --no-cache-dir ${index:+--index-url "$index"} \
         -r /tmp/torch-requirements.txt; \
     python -m pip install --no-cache-dir -r /tmp/requirements.txt; \
     rm -f /tmp/requirements.txt /tmp/torch-requirements.txt; \

@@ -10,8 +10,11 @@ Usage: ci/stand_in_base.sh [--help] [--force]
 Tags a debootstrap'ed Debian bookworm with python3, pip, venv and ca-certificates as
 \$BASE_TAG (default python:3.11-slim-bookworm), so 'docker build' works without Docker Hub.
 Test-only extras baked into the stand-in: this host's CA bundle (for a TLS-intercepting
-proxy), the wheels in \$WHEEL_DIR (default /opt/wheels) and an /etc/pip.conf pointing pip
-at them. Skips work when the tag already exists (--force rebuilds).
+proxy), the wheels in \$WHEEL_DIR (default /opt/wheels), the torch and torchvision wheels that
+requirements.txt pins with everything they need (fetched once with this host's pip, which takes
+them from its local package files; cached in \$CACHE_DIR/torch-wheels), and an /etc/pip.conf
+pointing pip at them, so that building the image installs them without downloading ~3 GB.
+Skips work when the tag already exists with the same torch pins (--force rebuilds).
 Env: MIRROR (default: read from /etc/apt sources), CACHE_DIR (default /var/cache/flower-ci).
 USAGE
 }
@@ -30,8 +33,13 @@ cache=${CACHE_DIR:-/var/cache/flower-ci}
 wheels=${WHEEL_DIR:-/opt/wheels}
 suite=bookworm
 
-if ((!force)) && docker image inspect "$tag" >/dev/null 2>&1; then
-    echo "stand-in base $tag already exists"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mapfile -t torch_pins < <(grep -E '^(torch|torchvision)==' "$here/../requirements.txt")
+((${#torch_pins[@]} == 2)) || { echo "error: requirements.txt must pin torch and torchvision" >&2; exit 1; }
+pins_label="${torch_pins[*]}"
+if ((!force)) && [[ $(docker image inspect -f '{{index .Config.Labels "flower-ci.torch-wheels"}}' \
+    "$tag" 2>/dev/null) == "$pins_label" ]]; then
+    echo "stand-in base $tag already exists (with $pins_label)"
     exit 0
 fi
 
@@ -73,6 +81,18 @@ if ! docker image inspect "$rootfs_tag" >/dev/null 2>&1; then
     docker import "$rootfs_tar" "$rootfs_tag" >/dev/null
 fi
 
+# The pinned torch pair and its CUDA wheels, once: this host's pip finds them on local disk.
+torch_wheels=$cache/torch-wheels
+if [[ $(cat "$torch_wheels/.pins" 2>/dev/null) != "$pins_label" ]]; then
+    echo "fetching ${torch_pins[*]} and their dependencies into $torch_wheels ..."
+    rm -rf "$torch_wheels"
+    mkdir -p "$torch_wheels"
+    # this host's Python (3.11, x86_64, glibc >= 2.28) takes the same wheels as the stand-in's
+    python3 -m pip download --quiet --only-binary=:all: -d "$torch_wheels" "${torch_pins[@]}" ||
+        { echo "error: could not fetch ${torch_pins[*]}" >&2; exit 1; }
+    echo "$pins_label" >"$torch_wheels/.pins"
+fi
+
 # Test-only layer: host CAs, local wheels, pip config. Never part of the published image.
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
@@ -80,9 +100,11 @@ mkdir -p "$ctx/ca" "$ctx/wheels"
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-bundle.crt"
 cp /usr/local/share/ca-certificates/* "$ctx/ca/" 2>/dev/null || true
 cp "$wheels"/*.whl "$ctx/wheels/" 2>/dev/null || true
+ln "$torch_wheels"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$torch_wheels"/*.whl "$ctx/wheels/"
 printf '[global]\nfind-links = /opt/wheels\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$ctx/pip.conf"
 cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM $rootfs_tag
+LABEL flower-ci.torch-wheels="$pins_label"
 COPY ca/ /usr/local/share/ca-certificates/
 COPY ca-bundle.crt /etc/ssl/certs/ca-certificates.crt
 COPY wheels/ /opt/wheels/

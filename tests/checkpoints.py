@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flower_serving.architectures import attach_head, build_backbone
-from flower_serving.checkpoint import build_head, save_checkpoint
-from flower_serving.preprocess import Preprocessing
+from flower_serving.architectures import attach_head, build_backbone, head_slot, preprocessing_for
+from flower_serving.checkpoint import build_head, placed_head, save_checkpoint
 
 
 def class_to_idx(names_file: Path) -> dict[str, int]:
@@ -42,12 +41,13 @@ def make_variant_checkpoint(model_dir: Path, names_file: Path, arch: str = "resn
     """The common Udacity variant: arch, hidden_units, state_dict, class_to_idx (+ extras)."""
     torch.manual_seed(seed)
     mapping = class_to_idx(names_file)
-    from flower_serving.architectures import ARCHITECTURES
+    model = build_backbone(arch)
+    slot = head_slot(model)
     head = nn.Sequential(OrderedDict([
-        ("0", nn.Linear(ARCHITECTURES[arch].in_features, hidden_units)), ("1", nn.ReLU()),
+        ("0", nn.Linear(slot.in_features, hidden_units)), ("1", nn.ReLU()),
         ("2", nn.Dropout(0.2)), ("3", nn.Linear(hidden_units, len(mapping))),
         ("4", nn.LogSoftmax(dim=1))]))
-    model = attach_head(build_backbone(arch), arch, head)
+    attach_head(model, slot, head)
     torch.save({"arch": arch, "hidden_units": hidden_units, "state_dict": model.state_dict(),
                 "class_to_idx": mapping, "epochs": 3, "learning_rate": 0.001,
                 "optimizer": torch.optim.Adam(head.parameters()).state_dict()},
@@ -61,13 +61,13 @@ def make_project_checkpoint(model_dir: Path, names_file: Path | None, arch: str 
     """This project's own format, as train.py writes it."""
     torch.manual_seed(seed)
     mapping = class_to_idx(names_file) if names_file else {str(i): i for i in range(5)}
-    from flower_serving.architectures import ARCHITECTURES
-    spec = ARCHITECTURES[arch]
-    head = build_head([spec.in_features, *hidden_units, len(mapping)])
-    model = attach_head(build_backbone(arch), arch, head)
-    save_checkpoint(model_dir / "checkpoint.pth", arch=arch, hidden_units=list(hidden_units),
-                    class_to_idx=mapping, state_dict=model.state_dict(),
-                    preprocessing=Preprocessing(mean=spec.mean, std=spec.std), epochs=1)
+    model = build_backbone(arch)
+    slot = head_slot(model)
+    head = build_head([slot.in_features, *hidden_units, len(mapping)])
+    attach_head(model, slot, placed_head(slot, head))
+    save_checkpoint(model_dir / "checkpoint.pth", arch=arch, slot=slot,
+                    hidden_units=list(hidden_units), class_to_idx=mapping,
+                    state_dict=model.state_dict(), preprocessing=preprocessing_for(arch), epochs=1)
     if names_file:
         shutil.copy(names_file, model_dir / "cat_to_name.json")
     return model_dir

@@ -18,37 +18,47 @@ import urllib.request
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-IMAGE_TAG = "flower-classifier:test"
+IMAGE_TAG = "flower-classifier:test"  # the default (gpu, CUDA 13.0) variant
+CPU_IMAGE_TAG = "flower-classifier:test-cpu"
+BASE_IMAGE = "python:3.11-slim-bookworm"
 PLATFORM = "linux/amd64"
 BUILD_TIMEOUT_S = int(os.environ.get("FLOWER_TEST_BUILD_TIMEOUT", "2400"))
-# Local CPU torch wheel CI provides (the stand-in base carries it in /opt/wheels + pip.conf).
-CI_TORCH_WHEEL_DIR = pathlib.Path("/opt/wheels")
 
 
-def torch_index_url() -> str | None:
+@functools.cache
+def stand_in_torch() -> str:
+    """The torch pins whose wheels the CI stand-in base carries ('' for a real base image)."""
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "flower-ci.torch-wheels"}}',
+         BASE_IMAGE], capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def torch_index_url(variant: str) -> str | None:
     """Index for torch/torchvision in test builds.
 
-    FLOWER_TEST_TORCH_INDEX_URL wins. On CI (a local +cpu wheel in /opt/wheels, no
-    download.pytorch.org) it is PyPI, so pip picks the local 2.13.0+cpu wheel; elsewhere None:
-    the Dockerfile's CPU default (download.pytorch.org/whl/cpu).
+    FLOWER_TEST_TORCH_INDEX_URL wins. The gpu variant takes PyPI's CUDA 13.0 builds, which the
+    CI stand-in base carries as local files. The cpu variant's PyTorch CPU index cannot be
+    reached from CI, so there it installs the same local files (through PyPI's name); elsewhere
+    None: the Dockerfile's default, download.pytorch.org/whl/cpu.
     """
     if "FLOWER_TEST_TORCH_INDEX_URL" in os.environ:
         return os.environ["FLOWER_TEST_TORCH_INDEX_URL"] or None
-    if any(CI_TORCH_WHEEL_DIR.glob("torch-*+cpu-*.whl")):
+    if variant == "cpu" and stand_in_torch():
         return "https://pypi.org/simple"
     return None
 
 
-def build_args(variant: str = "cpu") -> list[str]:
+def build_args(variant: str = "gpu") -> list[str]:
     """`docker build` arguments (besides -t/--platform) shared by every test build."""
     args = ["--build-arg", f"VARIANT={variant}"]
-    index = torch_index_url()
+    index = torch_index_url(variant)
     if index:
         args += ["--build-arg", f"TORCH_INDEX_URL={index}"]
     return args
 
 
-def build_args_env(variant: str = "cpu") -> str:
+def build_args_env(variant: str = "gpu") -> str:
     """The same arguments as one string, for build_and_push.sh's BUILD_ARGS."""
     return shlex.join(build_args(variant))
 
@@ -107,7 +117,7 @@ def _build(tag: str, variant: str) -> str:
     return tag
 
 
-def build_image(tag: str = IMAGE_TAG, variant: str = "cpu") -> str:
+def build_image(tag: str = IMAGE_TAG, variant: str = "gpu") -> str:
     """Build the repo's Dockerfile once per session and tag; fails the test on error."""
     require_docker()
     try:

@@ -1,96 +1,105 @@
-# Proves the plain-torch backbones equal torchvision's/timm's: same state_dict, same eval output.
-# Also covers the registry metadata, attach_head, freeze_features and the unknown-arch error.
+# Tests architectures.py over torchvision's whole classification registry: each model is built
+# (on the meta device), its head slot found and a new head placed there, its preprocessing read.
+"""Every listed architecture: build, head slot, head placement, preprocessing, unknown names."""
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from flower_serving.architectures import (
-    ARCHITECTURES,
+    LITE0,
+    HeadSlot,
+    UnknownArchitecture,
     attach_head,
     build_backbone,
-    freeze_features,
-    get_arch,
+    check_architecture,
+    head_slot,
+    list_architectures,
+    preprocessing_for,
 )
-from reference import import_reference
+from flower_serving.checkpoint import build_head, placed_head
 
-torchvision, timm = import_reference()
-
-
-def reference_model(name: str) -> nn.Module:
-    if name == "efficientnet_lite0":
-        return timm.create_model("efficientnet_lite0")
-    return getattr(torchvision.models, name)()
-
-
-def randomise_batch_norm(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine terms, so that BN placement and eps matter."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_matches_reference(name: str) -> None:
-    torch.manual_seed(0)
-    ref, ours = reference_model(name), build_backbone(name)
-    ref_sd, our_sd = ref.state_dict(), ours.state_dict()
-    assert [(k, v.shape) for k, v in our_sd.items()] == [(k, v.shape) for k, v in ref_sd.items()]
-
-    randomise_batch_norm(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ref.eval()
-    ours.eval()
-    x = torch.randn(1, 3, 128, 128)  # adaptive pooling makes any size valid; 128 saves time
-    with torch.no_grad():
-        expected, got = ref(x), ours(x)
-    assert got.shape == (1, 1000)
-    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (got - expected).abs().max()
-
-    # The registry's head size fits: a new head on top of the features runs.
-    arch = ARCHITECTURES[name]
-    attach_head(ours, name, nn.Sequential(nn.Linear(arch.in_features, 7), nn.LogSoftmax(dim=1)))
-    with torch.no_grad():
-        assert ours(x).shape == (1, 7)
+TORCHVISION = torchvision.models.list_models(module=torchvision.models)
+# regnet's builder computes its widths with tensors, which the meta device cannot read back:
+# those are built for real, the smallest of each kind (the rule is the same for the family).
+REAL_BUILD = {"regnet_x_400mf", "regnet_y_400mf"}
+META = [n for n in list_architectures() if not n.startswith("regnet")]
+# Where each family keeps its classifier, as torchvision defines it (the expected answers).
+EXPECTED_SLOT = {
+    "alexnet": "classifier", "convnext_tiny": "classifier.2", "densenet121": "classifier",
+    "efficientnet_b0": "classifier", "efficientnet_v2_s": "classifier", "googlenet": "fc",
+    "inception_v3": "fc", "maxvit_t": "classifier.5", "mnasnet1_0": "classifier",
+    "mobilenet_v2": "classifier", "mobilenet_v3_small": "classifier", "regnet_y_400mf": "fc",
+    "resnet50": "fc", "resnext50_32x4d": "fc", "shufflenet_v2_x1_0": "fc",
+    "squeezenet1_1": "classifier", "swin_t": "head", "swin_v2_t": "head", "vgg16": "classifier",
+    "vgg16_bn": "classifier", "vit_b_16": "heads.head", "wide_resnet50_2": "fc",
+    LITE0: "classifier",
+}
 
 
-@pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n != "efficientnet_lite0"])
-def test_weights_url_and_normalisation_match_torchvision(name: str) -> None:
-    # IMAGENET1K_V1 is what torchvision's legacy `pretrained=True` loads.
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-    arch = ARCHITECTURES[name]
-    assert arch.weights_url == weights.url
-    preset = weights.transforms()
-    assert (tuple(preset.mean), tuple(preset.std)) == (arch.mean, arch.std)
+def built(name: str) -> nn.Module:
+    if name in REAL_BUILD:
+        return build_backbone(name).to("meta")
+    with torch.device("meta"):
+        return build_backbone(name)
 
 
-def test_lite0_metadata() -> None:
-    arch = ARCHITECTURES["efficientnet_lite0"]
-    assert (arch.weights_url, arch.mean, arch.std) == (None, (0.5,) * 3, (0.5,) * 3)
-    assert (arch.head_attr, arch.in_features) == ("classifier", 1280)
+def test_the_list_is_torchvisions_registry_plus_lite0() -> None:
+    assert set(list_architectures()) == {*TORCHVISION, LITE0}
+    assert len(TORCHVISION) >= 80  # every classification model torchvision 0.29 has
 
 
-def test_attach_head_replaces_whole_vgg_classifier() -> None:
-    model = build_backbone("vgg11")
-    head = nn.Sequential(nn.Linear(25088, 512), nn.ReLU(), nn.Linear(512, 102))
-    assert attach_head(model, "vgg11", head) is model
-    assert model.classifier is head
-    assert not any(k.startswith("classifier.6") for k in model.state_dict())
+@pytest.mark.parametrize("name", [*META, *sorted(REAL_BUILD)])
+def test_every_architecture_takes_a_new_head(name: str) -> None:
+    model = built(name)
+    slot = head_slot(model)
+    old = model.get_submodule(slot.path)
+    assert any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in old.modules())
+    spec = preprocessing_for(name)
+    head = build_head([slot.in_features, 16, 102])
+    with torch.device("meta"):
+        attach_head(model, slot, placed_head(slot, head.to("meta")))
+        out = model.eval()(torch.empty(2, 3, spec.crop, spec.crop, device="meta"))
+    assert tuple(out.shape) == (2, 102)  # the head took the slot's input, the model its output
+    assert model.get_submodule(slot.path + ".fc1").in_features == slot.in_features
 
 
-def test_freeze_features_leaves_only_head_trainable() -> None:
-    model = attach_head(build_backbone("resnet18"), "resnet18", nn.Linear(512, 102))
-    freeze_features(model, "resnet18")
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"fc.weight", "fc.bias"}
+@pytest.mark.parametrize("name", sorted(EXPECTED_SLOT))
+def test_head_slots_are_where_each_family_keeps_its_classifier(name: str) -> None:
+    assert head_slot(built(name)).path == EXPECTED_SLOT[name]
 
 
-def test_unknown_architecture_lists_supported_names() -> None:
-    with pytest.raises(ValueError, match="unknown architecture 'alexnet'") as info:
-        build_backbone("alexnet")
-    assert all(name in str(info.value) for name in ARCHITECTURES)
-    with pytest.raises(ValueError):
-        get_arch("VGG16")
+def test_vgg16_slot_is_the_whole_classifier_as_the_seed_replaces_it() -> None:
+    assert head_slot(built("vgg16")) == HeadSlot("classifier", 25088, pooled=False)
+    assert head_slot(built("squeezenet1_1")) == HeadSlot("classifier", 512, pooled=True)
+
+
+@pytest.mark.parametrize("name", [n for n in list_architectures() if n != LITE0])
+def test_preprocessing_is_the_weights_own(name: str) -> None:
+    preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    spec = preprocessing_for(name)
+    assert (spec.resize, spec.crop) == (preset.resize_size[0], preset.crop_size[0])
+    assert spec.mean == tuple(preset.mean) and spec.std == tuple(preset.std)
+    assert spec.interpolation == preset.interpolation.value
+
+
+def test_inception_is_299_and_lite0_has_its_own_normalisation() -> None:
+    assert preprocessing_for("inception_v3").crop == 299
+    lite0 = preprocessing_for(LITE0)
+    assert lite0.mean == (0.5, 0.5, 0.5) and lite0.crop == 224
+
+
+def test_random_builds_have_the_pretrained_configuration() -> None:
+    # vit_h_14's only weights are for 518-px inputs; without them it must still take 518 px
+    assert built("vit_h_14").image_size == 518
+    assert built("inception_v3").AuxLogits is None and built("googlenet").aux1 is None
+
+
+def test_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(UnknownArchitecture) as info:
+        check_architecture("vgg")
+    assert "unknown architecture 'vgg'" in str(info.value)
+    assert all(name in str(info.value) for name in ("vgg16", "convnext_tiny", LITE0))
+    with pytest.raises(UnknownArchitecture):
+        build_backbone("VGG16")

@@ -35,3 +35,27 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
         assert cpu["forward_in_probe"] > 0 and 0 < level["raw_ratio_ceiling"] < 1
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 2 |" in result.stdout and "x raw limit ceiling" in result.stdout
+
+
+def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2 and "no CUDA GPU is usable here" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_gpu_check_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
+    """The same code path as on a GPU (raw forwards, a served run, table, chart), small."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--allow-cpu", "--archs", "resnet18",
+         "--batches", "1,2", "--concurrency", "1,2", "--seconds", "0.5", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    entry = results["archs"]["resnet18"]
+    assert set(entry["raw"]) == {"fp16", "bf16"}
+    assert all(rate > 0 for raw in entry["raw"].values() for rate in raw["images_per_s"].values())
+    assert [x["concurrency"] for x in entry["served"]] == [1, 2]
+    assert all(set(x["statuses"]) == {"200"} and x["x_raw"] > 0 for x in entry["served"])
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| resnet18 | 2 |" in result.stdout

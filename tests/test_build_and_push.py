@@ -91,7 +91,7 @@ def env(moto_url, registry, tmp_path):
         "AWS_EC2_METADATA_DISABLED": "true",
         "ECR_REGISTRY": registry,
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),
-        "BUILD_ARGS": build_args_env("cpu"),
+        "BUILD_ARGS": build_args_env("gpu"),
     }
 
 
@@ -185,7 +185,7 @@ def test_no_push_builds_locally_without_aws(tmp_path):
     env = {
         **os.environ,
         "PATH": tool_bin(tmp_path, ["bash", "dirname", "git", "docker"]),
-        "BUILD_ARGS": build_args_env("cpu"),
+        "BUILD_ARGS": build_args_env("gpu"),
     }
     try:
         proc = run(

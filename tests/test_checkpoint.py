@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from checkpoints import make_project_checkpoint, make_variant_checkpoint
@@ -20,13 +21,11 @@ from flower_serving.checkpoint import (
 from flower_serving.device import cpu_has_amx, cpu_has_vnni
 from flower_serving.predictor import TOP1_TOLERANCE
 from flower_serving.preprocess import preprocess
-from reference import import_reference
 from serving import ServerProcess
 
 
 def reference_seed_model(checkpoint_path):
     """The seed's own rebuild: torchvision vgg16 + its classifier, exactly as predict.py did."""
-    torchvision, _ = import_reference()
     data = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     model = torchvision.models.vgg16()
     model.classifier = torch.nn.Sequential(OrderedDict([

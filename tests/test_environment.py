@@ -61,3 +61,18 @@ def test_bad_values_name_the_variable(key, value):
     with pytest.raises(ConfigError) as error:
         Environment.from_env({key: value})
     assert key in str(error.value) and "expected" in str(error.value)
+
+
+def test_one_worker_per_visible_gpu(tmp_path, monkeypatch):
+    """MODEL_SERVER_WORKERS defaults to the GPU count: CUDA_VISIBLE_DEVICES when set, else the
+    /dev/nvidiaN files a container is given (simulated here), else 1."""
+    import flower_serving.environment as environment
+
+    monkeypatch.setattr(environment, "DEVICES", tmp_path)
+    assert Environment.from_env({}).workers == 1
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    assert Environment.from_env({}).workers == 3
+    assert Environment.from_env({"CUDA_VISIBLE_DEVICES": "0,1"}).workers == 2
+    assert Environment.from_env({"CUDA_VISIBLE_DEVICES": ""}).workers == 1
+    assert Environment.from_env({"MODEL_SERVER_WORKERS": "1"}).workers == 1

@@ -240,3 +240,38 @@ def test_bad_checkpoint_never_comes_up_serving(tmp_path, kind):
     assert "checkpoint.pth" in lines[0]
     assert "Traceback" not in log
     assert not marker.exists(), "pickled code was executed"
+
+
+def test_free_slot_gives_each_worker_its_own_gpu():
+    from flower_serving.server import free_slot
+
+    assert [free_slot(set(range(n))) for n in range(4)] == [0, 1, 2, 3]
+    assert free_slot({0, 2, 3}) == 1  # worker 1 died: its replacement takes GPU 1
+
+
+def test_workers_take_one_gpu_slot_each_and_a_replacement_takes_the_freed_one(small_model_dir):
+    """Two simulated GPUs (CUDA_VISIBLE_DEVICES=0,1) give two workers by default, slots 0 and
+    1; the worker killed is replaced by one on its slot. On this CPU machine each slot's device
+    is the CPU; on a GPU instance slot N is cuda:N (device.select_device)."""
+    env = {"CUDA_VISIBLE_DEVICES": "0,1", "INFERENCE_PRECISION": "fp32"}
+    with ServerProcess(small_model_dir, env) as server:
+        server.wait_ready()
+        pids = wait_for_workers(server, 2)
+        log = server.log
+        assert "worker slot 0 of 2" in log and "worker slot 1 of 2" in log
+        victim = max(pids)
+        slot_line = next(line for line in log.splitlines()
+                         if f"[{victim}]" in line and "worker slot" in line)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + RECOVERY_LIMIT_S
+        while time.monotonic() < deadline:
+            current = worker_pids(server)
+            if victim not in current and len(current) == 2 and any(
+                    f"[{pid}]" in line and "worker slot" in line
+                    for pid in current - pids for line in server.log.splitlines()):
+                break
+            time.sleep(0.1)
+        (new,) = worker_pids(server) - pids
+        new_line = next(line for line in server.log.splitlines()
+                        if f"[{new}]" in line and "worker slot" in line)
+        assert slot_line.split("worker slot")[1] == new_line.split("worker slot")[1]

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from docker_env import (
+    CPU_IMAGE_TAG,
     IMAGE_TAG,
     REPO,
     build_image,
@@ -25,13 +26,14 @@ from docker_env import (
     require_docker,
     run,
     tool,
+    torch_index_url,
     wait_exit,
     wait_http,
 )
 
 CLASSES = {"1": (220, 40, 40), "2": (40, 200, 60), "3": (40, 60, 220)}
 TINY_HPARAMS = {
-    "arch": "resnet18",
+    "arch": "mobilenet_v3_small",  # a torchvision model this project never had a table entry for
     "weights": "none",
     "epochs": "1",
     "hidden_units": "16",
@@ -101,7 +103,6 @@ def test_dockerfile_declares_build_args():
         "ARG BASE_IMAGE=",
         "ARG VARIANT=gpu",
         "ARG TORCH_INDEX_URL",
-        "download.pytorch.org/whl/cu126",
         "download.pytorch.org/whl/cpu",
         "accept-bind-to-port=true",
         "PYTHONUNBUFFERED=1",
@@ -115,7 +116,7 @@ def test_dockerfile_declares_build_args():
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    return build_image(IMAGE_TAG, "cpu")
+    return build_image(IMAGE_TAG, "gpu")
 
 
 def docker_sh(image: str, script: str) -> str:
@@ -141,11 +142,50 @@ def test_serve_and_train_on_path_and_executable(image):
     assert out.split() == ["/opt/program/serve", "/opt/program/train", "ok"]
 
 
-def test_cpu_variant_has_cpu_torch(image):
-    out = docker_sh(image, "python -c 'import torch; print(torch.__version__, torch.version.cuda)'")
-    version, cuda = out.split()
-    assert version.startswith("2.13.0") and version.endswith("+cpu"), version
-    assert cuda == "None"
+TORCH_VERSIONS = ("python -c 'import torch, torchvision, torchvision.ops; "
+                  "print(torch.__version__, torch.version.cuda, torchvision.__version__)'")
+
+
+def pinned(name: str) -> str:
+    return next(line.split("==")[1].strip() for line in
+                (REPO / "requirements.txt").read_text().splitlines()
+                if line.startswith(f"{name}=="))
+
+
+def test_default_image_is_the_cuda_13_build_and_serves_on_cpu(image, server):
+    version, cuda, vision = docker_sh(image, TORCH_VERSIONS).split()
+    assert (version, vision) == (pinned("torch"), pinned("torchvision"))
+    assert cuda.startswith("13."), cuda  # PyPI's default torch 2.14 wheels: CUDA 13.0
+    log = logs(server["name"])
+    assert f"torch {version} (CUDA {cuda} build)" in log
+    assert "no NVIDIA GPU is visible: serving on the CPU" in log
+
+
+@pytest.fixture(scope="session")
+def cpu_image() -> str:
+    return build_image(CPU_IMAGE_TAG, "cpu")
+
+
+def test_cpu_variant_builds_and_serves(cpu_image, trained):
+    """VARIANT=cpu installs PyTorch's CPU wheels of the pinned versions. In CI, where that
+    index cannot be reached, it installs the stand-in's local files (the CUDA build) instead:
+    then this checks the same pins and that the CPU variant serves."""
+    version, cuda, vision = docker_sh(cpu_image, TORCH_VERSIONS).split()
+    assert version.split("+")[0] == pinned("torch") and vision.split("+")[0] == pinned(
+        "torchvision")
+    if torch_index_url("cpu") is None:  # built from download.pytorch.org/whl/cpu
+        assert version.endswith("+cpu") and cuda == "None"
+    name = f"flower-cpu-{os.getpid()}"
+    port = free_port()
+    try:
+        run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+             "-v", f"{trained / 'model'}:/opt/ml/model:ro", cpu_image, "serve"])
+        wait_http(f"http://127.0.0.1:{port}/ping", 180, name)
+        photo = next(PAYLOADS.glob("*.jpg")).read_bytes()
+        check_predictions(*http("POST", f"http://127.0.0.1:{port}/invocations", photo,
+                                {"Content-Type": "image/jpeg"})[::2])
+    finally:
+        remove(name)
 
 
 def test_no_build_tools_caches_or_repo_files(image):

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from flower_serving.preprocess import (
@@ -16,12 +17,10 @@ from flower_serving.preprocess import (
     preprocess,
     to_rgb,
 )
-from reference import import_reference
 
 
 @pytest.fixture(scope="module")
 def seed_transform():
-    torchvision, _ = import_reference()
     T = torchvision.transforms
     return T.Compose([T.Resize(255), T.CenterCrop(224), T.ToTensor(),
                       T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -44,7 +43,6 @@ def test_matches_seed_pipeline_on_odd_sizes(seed_transform, size):
 
 
 def test_other_normalisation_travels_in_the_spec(photos):
-    torchvision, _ = import_reference()
     T = torchvision.transforms
     spec = Preprocessing(resize=256, crop=224, mean=(0.5, 0.25, 0.75), std=(0.5, 0.2, 0.3))
     seed = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
@@ -119,3 +117,32 @@ def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, 
     fast, full = preprocess(image), seed_transform(image)
     levels = (fast - full).abs() * torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
     assert fast.shape == full.shape and levels.max().item() <= 2.1
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet50", "efficientnet_b0", "inception_v3",
+                                  "swin_t", "vit_b_16"])
+def test_equals_each_architectures_own_eval_transforms_bit_for_bit(photos, arch):
+    """The one preprocessing function against torchvision's `weights.transforms()` (resize,
+    crop, bilinear or bicubic, mean and std of each architecture's weights)."""
+    from flower_serving.architectures import preprocessing_for
+
+    spec = preprocessing_for(arch)
+    preset = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    for path in photos[:4]:
+        image = Image.open(path).convert("RGB")
+        assert torch.equal(preprocess(image, spec), preset(image)), (arch, path.name)
+
+
+def test_equals_transforms_v2_within_float_rounding(photos):
+    """transforms.v2's ToDtype(scale=True) multiplies by 1/255 where ToTensor divides by 255:
+    the same pixels, within 1e-6 after Normalize (measured: at most 7.2e-7)."""
+    from torchvision.transforms import v2
+
+    spec = Preprocessing(resize=256, crop=224, interpolation="bicubic")
+    pipeline = v2.Compose([v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC),
+                           v2.CenterCrop(224), v2.PILToTensor(),
+                           v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(spec.mean, spec.std)])
+    for path in photos[:4]:
+        image = Image.open(path).convert("RGB")
+        assert (preprocess(image, spec) - pipeline(image)).abs().max().item() < 1e-6

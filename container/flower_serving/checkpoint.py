@@ -12,10 +12,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import ARCHITECTURES, attach_head, build_backbone
-from .errors import ModelLoadError
+from .architectures import (
+    HeadSlot,
+    UnknownArchitecture,
+    attach_head,
+    build_backbone,
+    check_architecture,
+    head_slot,
+    preprocessing_for,
+)
+from .errors import ModelLoadError, WeightsError
 from .preprocess import Preprocessing
-from .weights import load_backbone_weights
+from .weights import backbone_with_weights
 
 CHECKPOINT = "checkpoint.pth"
 CATEGORY_NAMES = "cat_to_name.json"
@@ -39,6 +47,7 @@ class Classifier:
     classes: list[str]  # output index -> class folder id
     preprocessing: Preprocessing
     source_format: str
+    head_path: str = "fc"  # where the head sits in `model` (quantization keeps it fp32)
     labels: dict[str, str] = field(default_factory=dict)  # class id -> flower name
 
     def label(self, class_id: str) -> str:
@@ -56,6 +65,29 @@ def build_head(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
                 layers[f"dropout{i}"] = nn.Dropout(dropout)
     layers["output"] = nn.LogSoftmax(dim=1)
     return nn.Sequential(layers)
+
+
+def feature_adapter(slot: HeadSlot) -> nn.Module:
+    """What turns the slot's input into the head's feature vector: nothing, or (squeezenet's
+    feature map) a global average pool and a flatten."""
+    if not slot.pooled:
+        return nn.Identity()
+    return nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten()))
+
+
+def placed_head(slot: HeadSlot, head: nn.Sequential) -> nn.Sequential:
+    """The head as it sits in the slot: the feature adapter's layers (if any), then the head's,
+    under the head's own names (so its state_dict keys are the same either way)."""
+    adapter = feature_adapter(slot)
+    if isinstance(adapter, nn.Identity):
+        return head
+    return nn.Sequential(OrderedDict([*adapter.named_children(), *head.named_children()]))
+
+
+def linear_sizes(head: nn.Module) -> list[int]:
+    """[in, hidden..., out] of the Linear layers of a head."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return [linears[0].in_features, *(m.out_features for m in linears)] if linears else []
 
 
 def _head_from_state(state: dict, prefix: str) -> nn.Sequential:
@@ -110,12 +142,49 @@ def classifier_from_checkpoint(data: dict) -> Classifier:
         raise ModelLoadError(f"checkpoint format_version {data['format_version']} is newer "
                              f"than this server understands ({FORMAT_VERSION})")
     arch_name = "vgg16" if kind == "udacity-seed" else str(data["arch"]).lower()
-    if arch_name not in ARCHITECTURES:
-        raise ModelLoadError(f"checkpoint arch {arch_name!r} is not supported; expected one of "
-                             f"{', '.join(ARCHITECTURES)}")
-    arch = ARCHITECTURES[arch_name]
+    try:
+        check_architecture(arch_name)
+    except UnknownArchitecture as error:
+        raise ModelLoadError(f"checkpoint arch {arch_name!r} is not supported: {error}") from None
     state = data["state_dict"]
-    class_to_idx = data.get("class_to_idx")
+    classes = _classes(data.get("class_to_idx"))
+    head_only = data.get("state_dict_scope") == "head"
+    if head_only:
+        source = data.get("backbone_weights", "default")
+        try:
+            model, _ = backbone_with_weights(arch_name, source)
+        except (WeightsError, OSError, RuntimeError, ImportError) as error:
+            raise ModelLoadError(f"head-only checkpoint: backbone weights {source!r} "
+                                 f"could not be loaded ({error})") from None
+    else:
+        model = build_backbone(arch_name)
+    slot = head_slot(model)
+    head = _head_from_state(state, slot.prefix)
+    sizes = linear_sizes(head)
+    if sizes[0] != slot.in_features or sizes[-1] != len(classes):
+        raise ModelLoadError(
+            f"head {sizes} does not fit {arch_name}: it must take {slot.in_features} features "
+            f"and give {len(classes)} outputs (one per class_to_idx entry)")
+    attach_head(model, slot, placed_head(slot, head))
+    if head_only:
+        state = {**model.state_dict(), **{k: v for k, v in state.items()
+                                          if k.startswith(slot.prefix)}}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ModelLoadError(f"state_dict does not match {arch_name} with head {sizes}: "
+                             f"{' '.join(lines[1:3])[:300]}") from None
+    prep = data.get("preprocessing")
+    try:
+        preprocessing = Preprocessing.from_dict(prep) if prep else legacy_preprocessing(arch_name)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"checkpoint 'preprocessing' is invalid ({error})") from None
+    return Classifier(model.eval(), arch_name, classes, preprocessing, kind, slot.path)
+
+
+def _classes(class_to_idx) -> list[str]:
+    """class_to_idx -> output index -> class id; it must number the classes 0..N-1."""
     if not isinstance(class_to_idx, dict) or not class_to_idx:
         raise ModelLoadError(f"checkpoint has no usable 'class_to_idx'; {EXPECTED}")
     classes = [""] * len(class_to_idx)
@@ -123,40 +192,16 @@ def classifier_from_checkpoint(data: dict) -> Classifier:
         if not isinstance(index, int) or not 0 <= index < len(classes) or classes[index]:
             raise ModelLoadError("checkpoint 'class_to_idx' is not a 0..N-1 numbering of classes")
         classes[index] = str(name)
+    return classes
 
-    prefix = arch.head_attr + "."
-    head = _head_from_state(state, prefix)
-    sizes = [m.in_features for m in head if isinstance(m, nn.Linear)]
-    sizes.append([m.out_features for m in head if isinstance(m, nn.Linear)][-1])
-    if sizes[0] != arch.in_features or sizes[-1] != len(classes):
-        raise ModelLoadError(
-            f"head {sizes} does not fit {arch_name}: it must take {arch.in_features} features and "
-            f"give {len(classes)} outputs (one per class_to_idx entry)")
 
-    model = attach_head(build_backbone(arch_name), arch_name, head)
-    head_only = data.get("state_dict_scope") == "head"
-    if head_only:
-        source = data.get("backbone_weights", "default")
-        try:
-            load_backbone_weights(model, arch_name, source)
-        except (ValueError, OSError, RuntimeError, ImportError) as error:
-            raise ModelLoadError(f"head-only checkpoint: backbone weights {source!r} "
-                                 f"could not be loaded ({error})") from None
-        state = {k: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state, strict=not head_only)
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise ModelLoadError(f"state_dict does not match {arch_name} with head {sizes}: "
-                             f"{' '.join(lines[1:3])[:300]}") from None
-    prep = data.get("preprocessing")
-    try:
-        preprocessing = Preprocessing.from_dict(prep) if prep else Preprocessing()
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelLoadError(f"checkpoint 'preprocessing' is invalid ({error})") from None
-    if not prep and arch.mean != Preprocessing().mean:
-        preprocessing = Preprocessing(mean=arch.mean, std=arch.std)
-    return Classifier(model.eval(), arch_name, classes, preprocessing, kind)
+def legacy_preprocessing(arch: str) -> Preprocessing:
+    """For a checkpoint that stores none: the course's Resize(255) + CenterCrop(224) with the
+    architecture's mean and std, or the architecture's own sizes where its input is not 224."""
+    own = preprocessing_for(arch)
+    if own.crop != Preprocessing().crop:
+        return own
+    return Preprocessing(mean=own.mean, std=own.std)
 
 
 def read_category_names(path: str | os.PathLike) -> dict[str, str]:
@@ -185,19 +230,17 @@ def load_classifier(model_dir: str | os.PathLike,
     return classifier
 
 
-def save_checkpoint(path: str | os.PathLike, *, arch: str, hidden_units: list[int],
-                    class_to_idx: dict[str, int], state_dict: dict,
+def save_checkpoint(path: str | os.PathLike, *, arch: str, slot: HeadSlot,
+                    hidden_units: list[int], class_to_idx: dict[str, int], state_dict: dict,
                     preprocessing: Preprocessing, head_only: bool = False,
                     backbone_weights: str = "default", **extra) -> None:
     """Write this project's format; extra keys (epochs, optimizer, history...) ride along."""
-    arch_spec = ARCHITECTURES[arch]
     if head_only:
-        prefix = arch_spec.head_attr + "."
-        state_dict = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+        state_dict = {k: v for k, v in state_dict.items() if k.startswith(slot.prefix)}
     data = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch,
-        "head": {"input_size": arch_spec.in_features, "hidden_units": list(hidden_units),
-                 "output_size": len(class_to_idx)},
+        "head": {"path": slot.path, "input_size": slot.in_features,
+                 "hidden_units": list(hidden_units), "output_size": len(class_to_idx)},
         "class_to_idx": dict(class_to_idx), "state_dict": state_dict,
         "state_dict_scope": "head" if head_only else "full",
         "backbone_weights": backbone_weights, "preprocessing": preprocessing.to_dict(), **extra,

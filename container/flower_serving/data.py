@@ -1,130 +1,78 @@
-# Training data without torchvision: the ImageFolder scan, the seed's augmentations and a Dataset.
-# Evaluation uses preprocess() unchanged, so what is validated is exactly what the server sees.
+# Training data from torchvision: ImageFolder for the folders, transforms.v2 for the seed's
+# augmentations. Validation uses preprocess() unchanged, so what is validated is what is served.
 from __future__ import annotations
 
-import math
+import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+from torchvision.transforms import v2
 
-from .preprocess import Preprocessing, preprocess, to_model_input, to_rgb
+from .preprocess import Preprocessing, preprocess, to_rgb
 
-# torchvision's IMG_EXTENSIONS, matched case-insensitively as ImageFolder does.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-ROTATION_DEGREES = 30.0
-CROP_SCALE = (0.08, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
-
-Sample = tuple[str, int]
+ROTATION_DEGREES = 30  # the seed's RandomRotation(30)
 
 
 class DataError(ValueError):
     """The data folders are not in ImageFolder layout; the message says what to fix."""
 
 
-def find_classes(folder: Path) -> list[str]:
-    """Class folder names sorted as strings (ImageFolder's numbering); dot-folders skipped."""
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder: expected ImageFolder layout "
-                        f"{folder}/<class id>/*.jpg")
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and e.name[0] != ".")
-    if not classes:
-        raise DataError(f"{folder} has no class folders: expected {folder}/<class id>/*.jpg")
-    return classes
+def load_rgb(path: str) -> Image.Image:
+    """An image file as 8-bit RGB, EXIF orientation applied, as the server decodes it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
 
 
-def scan_folder(folder: str | os.PathLike,
-                class_to_idx: dict[str, int] | None = None) -> tuple[list[Sample], dict[str, int]]:
-    """(path, class index) for every image under folder/<class>/ (recursive, sorted).
-
-    With `class_to_idx` (the training set's numbering) every class here must be one of it.
-    """
-    folder = Path(folder)
-    classes = find_classes(folder)
-    if class_to_idx is None:
-        class_to_idx = {name: i for i, name in enumerate(classes)}
-    unknown = [c for c in classes if c not in class_to_idx]
-    if unknown:
-        raise DataError(f"{folder} has classes that the training data lacks: {unknown[:10]}")
-    samples: list[Sample] = []
-    for name in classes:
-        found = []
-        for root, dirs, files in os.walk(folder / name, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if d[0] != ".")
-            found += [os.path.join(root, f) for f in sorted(files)
-                      if f.lower().endswith(IMAGE_EXTENSIONS) and f[0] != "."]
-        if not found:
-            raise DataError(f"class folder {folder / name} is empty: it needs at least one "
-                            f"image ({', '.join(IMAGE_EXTENSIONS)})")
-        samples += [(path, class_to_idx[name]) for path in found]
-    return samples, class_to_idx
+def is_image_file(path: str) -> bool:
+    """torchvision's image extensions, and no hidden files (macOS's ._photo.jpg)."""
+    return has_file_allowed_extension(path, IMG_EXTENSIONS) and not os.path.basename(
+        path).startswith(".")
 
 
-def _uniform(low: float, high: float) -> float:
-    return float(torch.empty(1).uniform_(low, high))
-
-
-def _randint(low: int, high: int) -> int:
-    return int(torch.randint(low, high, (1,)))
-
-
-def random_resized_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """torchvision RandomResizedCrop.get_params -> (left, top, crop width, crop height)."""
-    area = width * height
-    log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    for _ in range(10):
-        target = area * _uniform(*CROP_SCALE)
-        aspect = math.exp(_uniform(log_low, log_high))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = _randint(0, height - h + 1)  # drawn before left, as torchvision does
-            return _randint(0, width - w + 1), top, w, h
-    ratio = width / height  # fallback: a central crop within the allowed aspect ratios
-    if ratio < CROP_RATIO[0]:
-        w, h = width, round(width / CROP_RATIO[0])
-    elif ratio > CROP_RATIO[1]:
-        w, h = round(height * CROP_RATIO[1]), height
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-def augment(image: Image.Image, spec: Preprocessing) -> torch.Tensor:
+def augmentation(spec: Preprocessing) -> v2.Compose:
     """The seed's training transform: RandomRotation(30), RandomResizedCrop(crop),
-    RandomHorizontalFlip, ToTensor, Normalize. Random numbers come from torch's generator."""
-    image = to_rgb(image)
-    image = image.rotate(_uniform(-ROTATION_DEGREES, ROTATION_DEGREES), Image.NEAREST)
-    left, top, w, h = random_resized_crop_box(*image.size)
-    image = image.crop((left, top, left + w, top + h)).resize((spec.crop, spec.crop),
-                                                              Image.BILINEAR)
-    if float(torch.rand(1)) < 0.5:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return to_model_input(image, spec)
+    RandomHorizontalFlip, then ToTensor + Normalize (v2's ToImage and ToDtype)."""
+    return v2.Compose([
+        v2.RandomRotation(ROTATION_DEGREES),
+        v2.RandomResizedCrop(spec.crop, interpolation=v2.InterpolationMode(spec.interpolation)),
+        v2.RandomHorizontalFlip(),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)])
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Samples -> (tensor, class index); `augmented` picks augment() over preprocess()."""
+class ClassFolders(datasets.ImageFolder):
+    """ImageFolder over folder/<class id>/*, numbered by `class_to_idx` when given (validation
+    uses the training set's numbering, so it may lack classes but never add one)."""
 
-    def __init__(self, samples: list[Sample], spec: Preprocessing, augmented: bool) -> None:
-        self.samples = samples
-        self.spec = spec
-        self.transform: Callable[[Image.Image, Preprocessing], torch.Tensor] = (
-            augment if augmented else preprocess)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[index]
+    def __init__(self, folder: str | os.PathLike, spec: Preprocessing, augmented: bool,
+                 class_to_idx: dict[str, int] | None = None) -> None:
+        self.given = class_to_idx
+        transform = augmentation(spec) if augmented else functools.partial(preprocess, spec=spec)
         try:
-            with Image.open(path) as image:
-                return self.transform(image, self.spec), target
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise DataError(f"cannot read image {path}: {error}") from None
+            super().__init__(str(folder), transform=transform, loader=load_rgb,
+                             is_valid_file=is_image_file, allow_empty=class_to_idx is not None)
+        except FileNotFoundError as error:
+            raise DataError(f"{folder}: {error}; expected ImageFolder layout {folder}/<class "
+                            f"id>/*.jpg with at least one image per class") from None
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory)
+                         if e.is_dir() and not e.name.startswith("."))  # .ipynb_checkpoints
+        if not classes:
+            raise FileNotFoundError(f"no class folders in {directory}")
+        if self.given is None:
+            return classes, {name: i for i, name in enumerate(classes)}
+        unknown = [c for c in classes if c not in self.given]
+        if unknown:
+            raise DataError(f"{directory} has classes that the training data lacks: {unknown[:10]}")
+        return sorted(self.given, key=self.given.get), dict(self.given)
 
 
 def data_folders(data_dir: str | None, train_dir: str | None,

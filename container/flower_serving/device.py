@@ -8,11 +8,37 @@ import torch
 
 NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
 GPU_AMI_HINT = ("on SageMaker set the production variant's InferenceAmiVersion to "
-                "al2-ami-sagemaker-inference-gpu-2 or newer (driver >= 535)")
+                "al2023-ami-sagemaker-inference-gpu-4-1 (driver 580, CUDA 13.0; endpoint/deploy.sh "
+                "does this for GPU instance types); V100 (p3) GPUs need an image built with "
+                "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126")
 
 
-def select_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def select_device(index: int = 0) -> torch.device:
+    """This worker's device: CUDA GPU `index` when there is one, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
+def gpu_count() -> int:
+    """GPUs torch can use (0 without CUDA), for the default worker count: one per GPU."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def driver_version() -> str | None:
+    """The NVIDIA kernel driver's version line, as a container sees it, or None."""
+    if not NVIDIA_DRIVER_FILE.exists():
+        return None
+    return NVIDIA_DRIVER_FILE.read_text(errors="replace").splitlines()[0][:160]
+
+
+def runtime_summary() -> str:
+    """torch/torchvision builds and the driver found, for the start-up log."""
+    import torchvision
+
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    return (f"torch {torch.__version__} ({build}), torchvision {torchvision.__version__}, "
+            f"NVIDIA driver: {driver_version() or 'none found'}")
 
 
 def describe(device: torch.device) -> str:
@@ -30,16 +56,14 @@ def unusable_gpu() -> str | None:
     has_gpu = NVIDIA_DRIVER_FILE.exists() or any(Path("/dev").glob("nvidia[0-9]*"))
     if not has_gpu:
         return None
-    driver = "unknown"
-    if NVIDIA_DRIVER_FILE.exists():
-        driver = NVIDIA_DRIVER_FILE.read_text(errors="replace").splitlines()[0][:160]
+    driver = driver_version() or "unknown"
     if torch.version.cuda is None:
         return (f"an NVIDIA GPU is present (driver: {driver}) but this image's torch "
-                f"{torch.__version__} is a CPU-only build; serving on CPU. Build the gpu variant "
-                f"of the image to use the GPU.")
+                f"{torch.__version__} is a CPU-only build. Build the gpu variant of the image "
+                f"to use the GPU.")
     return (f"an NVIDIA GPU is present (driver: {driver}) but torch {torch.__version__} "
             f"(CUDA {torch.version.cuda}) cannot use it; the driver is probably older than CUDA "
-            f"{torch.version.cuda} needs ({GPU_AMI_HINT}); serving on CPU")
+            f"{torch.version.cuda} needs ({GPU_AMI_HINT})")
 
 
 def cpu_flags() -> set[str]:

@@ -45,6 +45,18 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DEVICES = Path("/dev")  # where a container sees the GPUs it was given: /dev/nvidia0, ...
+
+
+def visible_gpus(env: Mapping[str, str]) -> int:
+    """NVIDIA GPUs this container may use, without starting CUDA in the master process:
+    CUDA_VISIBLE_DEVICES when set, else the /dev/nvidiaN device files."""
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return len([d for d in listed.split(",") if d.strip() and d.strip() != "-1"])
+    return sum(1 for d in DEVICES.glob("nvidia[0-9]*") if d.name[6:].isdigit())
+
+
 def _read(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], T],
           check: Callable[[T], bool], expected: str) -> T:
     raw = env.get(key, "").strip()
@@ -74,7 +86,7 @@ class Environment:
     """The container's settings. Build it with `Environment.from_env()`."""
 
     port: int = 8080
-    workers: int = 1
+    workers: int = 1  # from_env: one per visible GPU, else 1
     threads: int = 64
     timeout: int = 60
     max_payload_mb: float = 6.0
@@ -115,7 +127,7 @@ class Environment:
         return cls(
             port=_read(env, BIND_TO_PORT, 8080, int, lambda v: 1 <= v <= 65535,
                        "a TCP port from 1 to 65535"),
-            workers=_positive_int(env, MODEL_SERVER_WORKERS, 1, 64),
+            workers=_positive_int(env, MODEL_SERVER_WORKERS, max(1, visible_gpus(env)), 64),
             threads=_positive_int(env, MODEL_SERVER_THREADS, 64, 1024),
             timeout=_positive_int(env, MODEL_SERVER_TIMEOUT, 60, 3600),
             max_payload_mb=_read(env, MAX_PAYLOAD_IN_MB, 6.0, float, lambda v: 0 < v <= 100,

@@ -35,3 +35,15 @@ class InferenceFailed(ServingError):
 
 class ModelLoadError(Exception):
     """The model directory cannot be served; the message says what was expected."""
+
+
+class WeightsError(ValueError):
+    """Backbone weights that cannot be had, read or used; the message says which and why."""
+
+
+class WeightsMismatch(WeightsError):
+    """A weights file whose tensors do not fit the backbone."""
+
+
+class DeviceError(Exception):
+    """A GPU is present but this torch cannot use it; the message names the fix."""

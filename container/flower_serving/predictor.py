@@ -9,7 +9,6 @@ import time
 import torch
 from torch import nn
 
-from .architectures import get_arch
 from .calibration import with_flips
 from .checkpoint import Classifier
 from .device import autocast_dtype, cpu_has_vnni
@@ -81,7 +80,7 @@ class Predictor:
             self.precision = "fp32"
             return
         try:
-            quantized, logits = quantize(self.model, get_arch(arch).head_attr, photos,
+            quantized, logits = quantize(self.model, self.classifier.head_path, photos,
                                          cpu_has_vnni())
         except Exception as error:  # noqa: BLE001 - any tracing failure means: stay fp32
             reason = (str(error).splitlines() or [""])[0][:200]

@@ -1,5 +1,5 @@
 # The one preprocessing function shared by the server, predict.py and training's evaluation.
-# It reproduces the seed's torchvision pipeline exactly: Resize, CenterCrop, ToTensor, Normalize.
+# It equals torchvision.transforms.v2's Resize, CenterCrop, ToImage, ToDtype, Normalize bit for bit.
 from __future__ import annotations
 
 import functools
@@ -15,6 +15,8 @@ BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 # Resize(255) of a 100000x2 image would be 12,750,000x255 pixels (GBs). Past this resized area
 # only the centre crop is resampled, from the same source box: same pixels within +/-2 levels.
 RESIZED_PIXELS_LIMIT = 4_000_000
+# torchvision's InterpolationMode values that architectures' weights use, as Pillow filters
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Preprocessing:
     crop: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if not 1 <= self.crop <= self.resize:
@@ -32,6 +35,13 @@ class Preprocessing:
                 f"preprocessing needs 1 <= crop <= resize, got {self.crop}/{self.resize}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocessing needs 3 means and 3 positive stds")
+        if self.interpolation not in FILTERS:
+            raise ValueError(f"preprocessing interpolation must be one of {', '.join(FILTERS)}, "
+                             f"got {self.interpolation!r}")
+
+    @property
+    def filter(self) -> int:
+        return FILTERS[self.interpolation]
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -40,7 +50,8 @@ class Preprocessing:
     def from_dict(cls, data: dict) -> Preprocessing:
         return cls(resize=int(data["resize"]), crop=int(data["crop"]),
                    mean=tuple(float(x) for x in data["mean"]),
-                   std=tuple(float(x) for x in data["std"]))
+                   std=tuple(float(x) for x in data["std"]),
+                   interpolation=str(data.get("interpolation", "bilinear")))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -69,15 +80,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_shorter(image: Image.Image, size: int) -> Image.Image:
-    """torchvision Resize(size) on a PIL image: shorter side to `size`, bilinear."""
+def resize_shorter(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
+    """torchvision Resize(size) on a PIL image: shorter side to `size`."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
     if (new_w, new_h) == (width, height):
         return image
-    return image.resize((new_w, new_h), Image.BILINEAR)
+    return image.resize((new_w, new_h), resample)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -124,7 +135,7 @@ def crop_box_resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
     left = int(round((new_w - spec.crop) / 2.0))
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
-    return image.resize((spec.crop, spec.crop), Image.BILINEAR, box=box)
+    return image.resize((spec.crop, spec.crop), spec.filter, box=box)
 
 
 def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> torch.Tensor:
@@ -134,5 +145,5 @@ def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> tor
     if spec.resize * int(spec.resize * long / short) > RESIZED_PIXELS_LIMIT:
         image = crop_box_resize(image, spec)
     else:
-        image = center_crop(resize_shorter(image, spec.resize), spec.crop)
+        image = center_crop(resize_shorter(image, spec.resize, spec.filter), spec.crop)
     return to_model_input(image, spec)

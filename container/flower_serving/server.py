@@ -26,21 +26,27 @@ def configure_logging(level: str) -> None:
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
-def load_model(env: Environment):
+def load_model(env: Environment, slot: int = 0):
     """Load, place and warm the model exactly as a worker does (the benchmark reuses this).
-    Returns (classifier, predictor); raises ModelLoadError for a model it cannot serve."""
+    Returns (classifier, predictor); raises ModelLoadError for a model it cannot serve and
+    DeviceError for a GPU that is present but unusable."""
     import torch
 
     from .calibration import find_photos, load_photos
     from .checkpoint import load_classifier
-    from .device import choose_precision, describe, select_device, unusable_gpu
+    from .device import choose_precision, describe, runtime_summary, select_device, unusable_gpu
+    from .errors import DeviceError
     from .predictor import Predictor
 
     torch.set_num_threads(env.torch_threads)
+    log.info("%s", runtime_summary())
     problem = unusable_gpu()
     if problem:
-        log.error("GPU unusable: %s", problem)
-    device = select_device()
+        raise DeviceError(problem)
+    device = select_device(slot)
+    if device.type == "cpu" and torch.version.cuda:
+        log.info("no NVIDIA GPU is visible: serving on the CPU (this torch is a CUDA %s build)",
+                 torch.version.cuda)
     started = time.perf_counter()
     _tune_malloc(serving=False)
     classifier = load_classifier(env.model_dir)
@@ -66,15 +72,19 @@ def build_app(env: Environment):
     """Load and warm the model, start the batcher; runs once in each worker."""
     from .app import create_app
     from .batcher import Batcher
-    from .errors import ModelLoadError
+    from .errors import DeviceError, ModelLoadError
     from .gate import CpuGate
     from .handler import Handler
 
     sys.setswitchinterval(GIL_SWITCH_S)
+    log.info("worker slot %d of %d", WORKER_SLOT, env.workers)
     try:
-        classifier, predictor = load_model(env)
+        classifier, predictor = load_model(env, WORKER_SLOT)
     except ModelLoadError as error:
         log.error("cannot serve the model in %s: %s", env.model_dir, error)
+        sys.exit(WORKER_BOOT_ERROR)
+    except DeviceError as error:
+        log.error("GPU present but unusable, not serving: %s", error)
         sys.exit(WORKER_BOOT_ERROR)
     kind = predictor.device.type
     batch_size, lanes = env.batch_size_for(kind), env.lanes_for(kind)
@@ -118,6 +128,27 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
+WORKER_SLOT = 0  # this worker's slot, set after fork: worker N uses GPU N
+
+
+def free_slot(taken: set[int]) -> int:
+    """The lowest slot no live worker holds: workers 0..N-1 take GPUs 0..N-1, and a worker
+    that replaces a dead one takes the GPU it left."""
+    return next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def _assign_slot(server, worker) -> None:
+    """gunicorn's pre_fork hook (in the master): give the new worker a free slot."""
+    worker.slot = free_slot({getattr(w, "slot", -1) for w in server.WORKERS.values()})
+
+
+def _after_fork(server, worker) -> threading.Thread:
+    """gunicorn's post_fork hook (in the worker): note the slot, start the boot heartbeat."""
+    global WORKER_SLOT
+    WORKER_SLOT = getattr(worker, "slot", 0)
+    return _heartbeat_while_booting(server, worker)
+
+
 def _heartbeat_while_booting(server, worker) -> threading.Thread:
     """Keep gunicorn's timeout from killing a worker whose model is still loading."""
     def beat() -> None:
@@ -151,7 +182,8 @@ class Server(BaseApplication):
             "access_log_format": ACCESS_LOG_FORMAT,
             "errorlog": "-",
             "loglevel": env.log_level,
-            "post_fork": _heartbeat_while_booting,
+            "pre_fork": _assign_slot,
+            "post_fork": _after_fork,
             "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         }
         for key, value in options.items():

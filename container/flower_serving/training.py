@@ -14,17 +14,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .architectures import build_backbone, get_arch
+from .architectures import LITE0, attach_head, build_backbone, head_slot, preprocessing_for
 from .checkpoint import (
     CATEGORY_NAMES,
     CHECKPOINT,
     build_head,
     describe_format,
+    feature_adapter,
+    linear_sizes,
     read_checkpoint,
     save_checkpoint,
 )
-from .data import DataError, ImageDataset, data_folders, scan_folder
-from .errors import ModelLoadError
+from .data import ClassFolders, DataError, data_folders
+from .errors import ModelLoadError, WeightsError
 from .preprocess import Preprocessing
 from .training_args import (
     DEFAULT_ARCH,
@@ -35,7 +37,7 @@ from .training_args import (
     hidden_sizes,
     parse_args,
 )
-from .weights import WeightsError, load_backbone_weights
+from .weights import backbone_with_weights
 
 CURVE = "training_curve.png"
 
@@ -47,7 +49,8 @@ def seed_everything(seed: int) -> None:
 
 
 class Model:
-    """Backbone (its head slot holding an Identity, so it outputs features) plus the new head."""
+    """Backbone (its head slot holding only the feature adapter, so it outputs features) plus
+    the new head, trained on those features."""
 
     def __init__(self, args: argparse.Namespace, class_to_idx: dict[str, int]) -> None:
         self.epochs_done, self.history, checkpoint = 0, [], None
@@ -68,15 +71,18 @@ class Model:
             self.hidden = (args.hidden_units if args.hidden_units is not None
                            else hidden_sizes(DEFAULT_HIDDEN))
             self.weights = args.weights
-        spec = get_arch(self.arch)
-        self.prefix = spec.head_attr + "."
-        self.preprocessing = Preprocessing(mean=spec.mean, std=spec.std)
-        self.backbone = build_backbone(self.arch)
-        setattr(self.backbone, spec.head_attr, nn.Identity())
-        self.head = build_head([spec.in_features, *self.hidden, len(class_to_idx)], args.dropout)
         if checkpoint is None:
-            self.weights_note = load_backbone_weights(self.backbone, self.arch, self.weights)
+            self.backbone, self.weights_note = backbone_with_weights(self.arch, self.weights)
+            self.preprocessing = preprocessing_for(self.arch)
         else:
+            self.backbone = build_backbone(self.arch)
+            self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
+        self.slot = head_slot(self.backbone)
+        self.prefix = self.slot.prefix
+        attach_head(self.backbone, self.slot, feature_adapter(self.slot))
+        self.head = build_head([self.slot.in_features, *self.hidden, len(class_to_idx)],
+                               args.dropout)
+        if checkpoint is not None:
             self._load(checkpoint)
         self.backbone.requires_grad_(False).eval()
         self.optimizer = torch.optim.Adam(self.head.parameters(),
@@ -95,15 +101,16 @@ class Model:
         self.history = list(checkpoint.get("history", []))
         if checkpoint.get("state_dict_scope") == "head":
             source = checkpoint.get("backbone_weights", "default")
-            self.weights_note = load_backbone_weights(self.backbone, self.arch, source)
+            pretrained, self.weights_note = backbone_with_weights(self.arch, source)
+            attach_head(pretrained, head_slot(pretrained), feature_adapter(self.slot))
+            self.backbone = pretrained
         else:
             body = {k: v for k, v in state.items() if not k.startswith(self.prefix)}
             self.backbone.load_state_dict(body)
             self.weights_note = f"{self.arch}: backbone and head from {checkpoint.get('weights')}"
 
     def head_dims(self) -> list[int]:
-        return [m.in_features for m in self.head if isinstance(m, nn.Linear)] + [
-            self.head[-2].out_features]
+        return linear_sizes(self.head)
 
     def to(self, device: torch.device) -> Model:
         self.backbone.to(device)
@@ -118,15 +125,15 @@ class Model:
 
     def head_only(self) -> bool:
         """Store just the head when the loader can rebuild the backbone offline (lite0)."""
-        return self.weights == "default" and get_arch(self.arch).weights_url is None
+        return self.weights == "default" and self.arch == LITE0
 
 
-def loader(samples, spec: Preprocessing, augmented: bool, args, shuffle: bool,
+def loader(dataset: ClassFolders, args, shuffle: bool,
            generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        ImageDataset(samples, spec, augmented), batch_size=args.batch_size, shuffle=shuffle,
+        dataset, batch_size=args.batch_size, shuffle=shuffle,
         num_workers=args.num_workers, generator=generator,
-        persistent_workers=args.num_workers > 0 and augmented)
+        persistent_workers=args.num_workers > 0 and shuffle)
 
 
 def features_of(model: Model, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -216,24 +223,23 @@ def run(args: argparse.Namespace) -> Path:
     seed_everything(args.seed)
     train_dir, valid_dir = data_folders(args.data_dir, args.train_dir, args.valid_dir)
     names = category_names(args)
-    train_samples, class_to_idx = scan_folder(train_dir)
-    valid_samples, _ = scan_folder(valid_dir, class_to_idx)
+    class_to_idx = ClassFolders(train_dir, Preprocessing(), False).class_to_idx
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     model = Model(args, class_to_idx).to(device)
     spec = model.preprocessing
-    print(f"{model.weights_note}; head {model.head_dims()}; {len(train_samples)} training and "
-          f"{len(valid_samples)} validation images, {len(class_to_idx)} classes; {device}",
+    train_set = ClassFolders(train_dir, spec, not args.no_augment, class_to_idx)
+    valid_set = ClassFolders(valid_dir, spec, False, class_to_idx)
+    print(f"{model.weights_note}; head {model.head_dims()}; {len(train_set)} training and "
+          f"{len(valid_set)} validation images, {len(class_to_idx)} classes; {device}",
           flush=True)
     shuffle = torch.Generator().manual_seed(args.seed)
-    valid = extract(model, loader(valid_samples, spec, False, args, False), device,
-                    "valid features")
+    valid = extract(model, loader(valid_set, args, False), device, "valid features")
     if args.no_augment:
-        train = extract(model, loader(train_samples, spec, False, args, False), device,
-                        "train features")
+        train = extract(model, loader(train_set, args, False), device, "train features")
     else:
-        images = loader(train_samples, spec, True, args, True, shuffle)
-    steps = -(-len(train_samples) // args.batch_size)
+        images = loader(train_set, args, True, shuffle)
+    steps = -(-len(train_set) // args.batch_size)
     for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
         desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
         batches = cached_batches(*train, args.batch_size, shuffle) if args.no_augment else images
@@ -245,7 +251,8 @@ def run(args: argparse.Namespace) -> Path:
     model.epochs_done += args.epochs
     path = save_dir / CHECKPOINT
     save_checkpoint(
-        path, arch=model.arch, hidden_units=model.hidden, class_to_idx=class_to_idx,
+        path, arch=model.arch, slot=model.slot, hidden_units=model.hidden,
+        class_to_idx=class_to_idx,
         state_dict=model.state_dict(), preprocessing=spec, head_only=model.head_only(),
         backbone_weights="default", epochs=model.epochs_done, history=model.history,
         optimizer=model.optimizer.state_dict(), weights=model.weights, dropout=args.dropout,

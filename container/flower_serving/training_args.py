@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .architectures import ARCHITECTURES
+from .architectures import UnknownArchitecture, check_architecture, list_architectures
 from .checkpoint import CATEGORY_NAMES
 from .device import unusable_gpu
 
@@ -43,6 +43,14 @@ def hidden_sizes(text: str) -> list[int]:
     return [size for size in sizes if size > 0]
 
 
+def architecture(name: str) -> str:
+    """--arch: a torchvision classification model name (or efficientnet_lite0)."""
+    try:
+        return check_architecture(name)
+    except UnknownArchitecture as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> Parser:
     p = Parser(prog="train.py", description=(
         "Train a new feed-forward classifier head on a frozen pretrained backbone (ImageFolder "
@@ -50,8 +58,10 @@ def build_parser() -> Parser:
         "SAVE_DIR/checkpoint.pth, which the serving image and predict.py load as is."))
     p.add_argument("data_dir", nargs="?", help="folder holding train/ and valid/")
     p.add_argument("--save_dir", default=".", help="where checkpoint.pth goes (default: .)")
-    p.add_argument("--arch", choices=list(ARCHITECTURES),
-                   help=f"backbone (default {DEFAULT_ARCH}; on --resume, the checkpoint's)")
+    p.add_argument("--arch", type=architecture, metavar="NAME", help=(
+        f"backbone: any of torchvision's {len(list_architectures()) - 1} classification models "
+        f"(vgg16, resnet50, densenet121, convnext_tiny, vit_b_16, ...) or efficientnet_lite0 "
+        f"(default {DEFAULT_ARCH}; on --resume, the checkpoint's)"))
     p.add_argument("--learning_rate", type=float, help=f"Adam learning rate (default {DEFAULT_LR})")
     p.add_argument("--hidden_units", type=hidden_sizes, help=(
         f"hidden layer sizes of the head: 512, or 512,256 for two, or 0 for a linear head "
