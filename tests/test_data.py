@@ -52,7 +52,7 @@ def test_valid_uses_training_numbering_and_refuses_unknown_classes(tmp_path) -> 
 
 def test_empty_class_folder_is_named(tmp_path) -> None:
     root = make_tree(tmp_path / "train", {"1": 1, "2": 0})
-    with pytest.raises(DataError, match=r"train: .*no valid file for the classes 2"):
+    with pytest.raises(DataError, match=r"class folder .*2 is empty"):
         ClassFolders(root, Preprocessing(), augmented=False)
 
 

@@ -58,7 +58,7 @@ def test_train_contract_writes_the_model_dir(tmp_path) -> None:
 
 @pytest.mark.parametrize("hyperparameters, message", [
     ({**FAST, "momentum": "0.9"}, "unknown hyperparameters ['momentum']"),
-    ({**FAST, "arch": "alexnet"}, "invalid choice: 'alexnet'"),
+    ({**FAST, "arch": "alexnet9000"}, "unknown architecture 'alexnet9000'"),
     ({**FAST, "epochs": "three"}, "invalid int value: 'three'"),
     ({**FAST, "no_augment": "maybe"}, "no_augment='maybe' must be true or false"),
 ])

@@ -44,11 +44,12 @@ def test_loss_falls_and_checkpoint_records_everything(trained) -> None:
     assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
     assert data["history"][-1]["top1"] == 1.0 and data["history"][-1]["top5"] == 1.0
     assert data["arch"] == "resnet18" and data["epochs"] == 6
-    assert data["head"] == {"input_size": 512, "hidden_units": [], "output_size": 3}
+    assert data["head"] == {"path": "fc", "input_size": 512, "hidden_units": [], "output_size": 3}
     assert data["class_to_idx"] == {"1": 0, "2": 1, "3": 2}
     assert data["optimizer"]["state"] and data["state_dict_scope"] == "full"
-    assert data["preprocessing"] == {"resize": 255, "crop": 224, "mean": [0.485, 0.456, 0.406],
-                                     "std": [0.229, 0.224, 0.225]}
+    assert data["preprocessing"] == {  # resnet18's own, from its torchvision weights
+        "resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear"}
     assert (trained / "training_curve.png").stat().st_size > 5000
     assert json.loads((trained / "cat_to_name.json").read_text())["1"] == "red flower"
     classifier = load_classifier(trained)  # the server's loader, no extra flags
@@ -107,7 +108,7 @@ def test_lite0_default_weights_store_only_the_head(data, tmp_path) -> None:
     ("no_valid", [], "validation folder .*valid not found"),
     ("no_train", [], "training folder .*train not found"),
     ("empty_class", [], "class folder .*2 is empty"),
-    ("ok", ["--arch", "alexnet"], "invalid choice: 'alexnet'"),
+    ("ok", ["--arch", "alexnet9000"], "unknown architecture 'alexnet9000'.*vgg16"),
     ("ok", ["--hidden_units", "big"], "not a list of integers"),
     ("ok", ["--epochs", "0"], "--epochs must be at least 1"),
     ("ok", ["--weights", "/nonexistent/weights.pth"], "weights file not found"),

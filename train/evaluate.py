@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
 
 from flower_serving.checkpoint import load_classifier  # noqa: E402
-from flower_serving.data import ImageDataset, scan_folder  # noqa: E402
+from flower_serving.data import ClassFolders  # noqa: E402
 from flower_serving.predictor import Predictor  # noqa: E402
 from flower_serving.training_args import choose_device  # noqa: E402
 
@@ -23,7 +23,8 @@ def evaluate(model_dir: str, data_dir: str, batch_size: int = 32, num_workers: i
     started = time.perf_counter()
     classifier = load_classifier(model_dir)
     class_to_idx = {name: i for i, name in enumerate(classifier.classes)}
-    samples, _ = scan_folder(data_dir, class_to_idx)
+    dataset = ClassFolders(data_dir, classifier.preprocessing, False, class_to_idx)
+    samples = dataset.samples
     if per_class:  # the first N images of each class, for a quick check
         counts: Counter[int] = Counter()
         kept = []
@@ -31,11 +32,10 @@ def evaluate(model_dir: str, data_dir: str, batch_size: int = 32, num_workers: i
             if counts[target] < per_class:
                 kept.append((path, target))
                 counts[target] += 1
-        samples = kept
+        dataset.samples = samples = kept
     predictor = Predictor(classifier, choose_device(gpu), "fp32")
     loader = torch.utils.data.DataLoader(
-        ImageDataset(samples, classifier.preprocessing, augmented=False),
-        batch_size=batch_size, num_workers=num_workers)
+        dataset, batch_size=batch_size, num_workers=num_workers)
     top1 = top5 = 0
     for images, targets in loader:
         top = predictor.forward(images).topk(min(5, len(classifier.classes)), dim=1).indices

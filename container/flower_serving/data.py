@@ -59,6 +59,12 @@ class ClassFolders(datasets.ImageFolder):
             super().__init__(str(folder), transform=transform, loader=load_rgb,
                              is_valid_file=is_image_file, allow_empty=class_to_idx is not None)
         except FileNotFoundError as error:
+            empty = [e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(
+                ".") and not any(is_image_file(f) for _, _, files in os.walk(e.path)
+                                 for f in files)]
+            if empty:
+                raise DataError(f"class folder {empty[0]} is empty: it needs at least one image "
+                                f"({', '.join(IMG_EXTENSIONS)})") from None
             raise DataError(f"{folder}: {error}; expected ImageFolder layout {folder}/<class "
                             f"id>/*.jpg with at least one image per class") from None
 

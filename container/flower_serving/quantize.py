@@ -10,7 +10,7 @@ from torch import nn
 CALIBRATION_BATCH = 8
 
 
-def quantize(model: nn.Module, head_attr: str, photos: torch.Tensor,
+def quantize(model: nn.Module, head_path: str, photos: torch.Tensor,
              vnni: bool) -> tuple[nn.Module, torch.Tensor]:
     """An int8 model built from `model` (left as it is), with activation ranges taken from
     `photos` (N, 3, H, W), and the fp32 outputs for `photos` computed on the way.
@@ -29,7 +29,7 @@ def quantize(model: nn.Module, head_attr: str, photos: torch.Tensor,
         weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
                                                   qscheme=torch.per_channel_symmetric))
     mapping = get_default_qconfig_mapping(engine).set_global(qconfig)
-    mapping.set_module_name(head_attr, None)  # the head is tiny; fp32 keeps its output exact
+    mapping.set_module_name(head_path, None)  # the head is tiny; fp32 keeps its output exact
     # FX records a stack trace per node by default, which imports torch._inductor (+3 s)
     stack_traces = torch.fx.config.do_not_emit_stack_traces
     torch.fx.config.do_not_emit_stack_traces = True
