@@ -155,18 +155,23 @@ def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
                runtime: Any = None) -> None:
     """Serve the container's page (container/flower_serving/page.html) and its sample photos,
     and send its /invocations calls to the endpoint with boto3, which signs them here: the
-    browser sees the answers and never the credentials."""
+    browser sees the answers and never the credentials. Requests from other sites' pages (an
+    Origin other than this server's) or under another host name (DNS rebinding) are refused:
+    they would spend the endpoint's invocations with these credentials."""
     sys.path.insert(0, str(REPO / "container"))
     from flower_serving import page
     from flower_serving.environment import DEFAULT_CALIBRATION_DIR
 
     runtime = runtime or runtime_client()
     info = {"endpoint": endpoint_name, "region": runtime.meta.region_name}
+    hosts: set[str] = set()  # host:port names this server answers to, once it is bound
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+            if self.refused():
+                return
             path = unquote(urlsplit(self.path).path)
             status, content_type, body = page.answer(path, DEFAULT_CALIBRATION_DIR, info) or (
                 404, page.JSON, error_json("not found; this server answers GET / (the page) "
@@ -174,6 +179,8 @@ def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
             self.reply(status, body, content_type)
 
         def do_POST(self) -> None:  # noqa: N802
+            if self.refused():
+                return
             length = self.headers.get("Content-Length", "0")
             if not length.isdigit() or too_large(int(length)):
                 self.close_connection = True  # the body is left unread
@@ -185,6 +192,15 @@ def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
             if urlsplit(self.path).path != "/invocations":
                 return self.reply(404, error_json("not found; POST /invocations"))
             self.reply(*forward(runtime, endpoint_name, data, self.headers))
+
+        def refused(self) -> bool:
+            host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+            if host in hosts and origin in (None, f"http://{host}"):
+                return False
+            self.close_connection = True  # a body, if any, is left unread
+            self.reply(403, error_json(f"refused: only the page at http://{min(hosts)}/ may "
+                                       "call this server"))
+            return True
 
         def reply(self, status: int, body: bytes, content_type: str = page.JSON) -> None:
             self.send_response(status)
@@ -198,6 +214,7 @@ def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
             print(f"{self.address_string()} {fmt % args}", file=sys.stderr)
 
     server = ThreadingHTTPServer((bind, port), Handler)
+    hosts.update(f"{name}:{server.server_port}" for name in ("127.0.0.1", "localhost", bind))
     print(f"the page for endpoint {endpoint_name} is on http://{bind}:{server.server_port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
     try:

@@ -21,6 +21,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     moto_server_fixture,
 )
+from sample_data import opened, phone_photo
 from serving import RuntimeProxy, ServerProcess
 
 DEMO_MODEL = REPO / "local_test" / "test_dir" / "model"
@@ -87,27 +88,6 @@ def test_command_line(aws_env, moto_server, tmp_path):
     result = subprocess.run([*cmd[:-1], str(tmp_path / "missing.jpg")], env=aws_env,
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 1 and result.stderr.startswith("error: ")
-
-
-def phone_photo(photo, long_side: int = 3000, orientation: int = 1) -> bytes:
-    """A phone-sized JPEG from a real photo: enlarged, with sensor-like noise, optionally with
-    an EXIF orientation."""
-    image = Image.open(photo).convert("RGB")
-    scale = long_side / max(image.size)
-    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
-    noise = np.random.default_rng(0).normal(0, 4, (image.height, image.width, 3))
-    image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=92, exif=exif.tobytes())
-    return out.getvalue()
-
-
-def opened(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def test_shrink_downscales_big_photos_and_leaves_small_ones(photos):
