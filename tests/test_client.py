@@ -22,9 +22,8 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     moto_server_fixture,
 )
 from sample_data import opened, phone_photo
-from serving import RuntimeProxy, ServerProcess
+from serving import RuntimeProxy
 
-DEMO_MODEL = REPO / "local_test" / "test_dir" / "model"
 # Any resampling of these noisy phone-sized photos (the server's own Resize from 3000 px against
 # Lanczos to 1024 px, then the server's) moved the demo model's top-1 probability by up to 0.03,
 # and never its top-1 class; max_side is the caller's choice, so this bounds it, not 0.02.
@@ -147,12 +146,10 @@ def test_an_oversized_image_is_refused_before_sending(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_endpoint():
+def demo_endpoint(demo_server):
     """The demo model served for real, behind SageMaker runtime's invoke path."""
-    with ServerProcess(DEMO_MODEL, {"INFERENCE_PRECISION": "fp32"}) as server:
-        server.wait_ready()
-        with RuntimeProxy(server) as proxy:
-            yield proxy
+    with RuntimeProxy(demo_server) as proxy:
+        yield proxy
 
 
 def test_max_side_keeps_the_endpoints_answers(demo_endpoint, photos, tmp_path):

@@ -21,12 +21,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from conftest import DEMO_MODEL
 from flower_serving.model_info import is_demo
 from sample_data import opened, phone_photo
-from serving import RuntimeProxy, ServerProcess, free_port
+from serving import RuntimeProxy, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CLIENT = ROOT / "endpoint" / "client.py"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -58,15 +58,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ServerProcess(DEMO_MODEL, {"INFERENCE_PRECISION": "fp32"}) as process:
-        process.wait_ready()
-        yield process
-
-
-@pytest.fixture(scope="module")
-def runtime(server):
-    with RuntimeProxy(server) as proxy:
+def runtime(demo_server):
+    with RuntimeProxy(demo_server) as proxy:
         yield proxy
 
 
@@ -161,38 +154,38 @@ def server_answer(server, data: bytes, k: int) -> list[dict]:
     return response.json()["predictions"]
 
 
-def test_the_page_routes_and_contract(server):
-    page = requests.get(server.url + "/", timeout=10)
+def test_the_page_routes_and_contract(demo_server):
+    page = requests.get(demo_server.url + "/", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "connect-src 'self'" in page.headers["Content-Security-Policy"]
     # self-contained: nothing is fetched from anywhere but the page's own server
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", page.text)
     assert 'type="file"' in page.text and "capture=" in page.text
-    info = requests.get(server.url + "/model-info", timeout=10).json()
+    info = requests.get(demo_server.url + "/model-info", timeout=10).json()
     assert info == {"arch": "efficientnet_lite0", "classes": 102, "names": True,
                     "precision": "fp32", "device": info["device"], "demo": True, "top_k": 5}
     assert info["device"].startswith("cpu")
-    names = requests.get(server.url + "/samples", timeout=10).json()["samples"]
+    names = requests.get(demo_server.url + "/samples", timeout=10).json()["samples"]
     payloads = sorted(p.name for p in (ROOT / "local_test" / "payloads").iterdir())
     assert names == payloads
-    sample = requests.get(server.url + "/samples/rose.jpg", timeout=10)
+    sample = requests.get(demo_server.url + "/samples/rose.jpg", timeout=10)
     assert sample.headers["Content-Type"] == "image/jpeg"
     assert sample.content == (ROOT / "local_test" / "payloads" / "rose.jpg").read_bytes()
     for path in ("/samples/nope.jpg", "/samples/..%2Fcommon.sh", "/samples/../serve"):
-        response = requests.get(server.url + path, timeout=10)
+        response = requests.get(demo_server.url + path, timeout=10)
         assert response.status_code == 404 and "error" in response.json(), path
     assert is_demo(DEMO_MODEL) and not is_demo(ROOT / "local_test")
 
 
-def test_a_flower_photo_shows_its_name_k_bars_and_who_answered(browser, server, tmp_path):
-    open_page(browser, server.url)
+def test_a_flower_photo_shows_its_name_k_bars_and_who_answered(browser, demo_server, tmp_path):
+    open_page(browser, demo_server.url)
     assert re.fullmatch(r"Answered by efficientnet_lite0 \(102 classes\) in fp32 on cpu .*: "
                         r"the bundled demo model", text(browser, "model"))
     photo = ROOT / "local_test" / "payloads" / "sunflower.jpg"
     set_k(browser, 3)
     upload(browser, photo)
     bars = answer(browser)
-    expected = server_answer(server, photo.read_bytes(), 3)  # small: sent as it is
+    expected = server_answer(demo_server, photo.read_bytes(), 3)  # small: sent as it is
     assert [name for name, _ in bars] == [p["label"] for p in expected]
     assert bars[0][0] == "sunflower"
     for (_, width), p in zip(bars, expected):
@@ -210,26 +203,26 @@ def test_a_flower_photo_shows_its_name_k_bars_and_who_answered(browser, server, 
     assert console_errors(browser) == []
 
 
-def test_a_non_image_shows_the_servers_error_message(browser, server, tmp_path):
-    open_page(browser, server.url)
+def test_a_non_image_shows_the_servers_error_message(browser, demo_server, tmp_path):
+    open_page(browser, demo_server.url)
     notes = tmp_path / "notes.txt"
     notes.write_text("a shopping list, not a flower\n")
     upload(browser, notes)
-    expected = server.post(notes.read_bytes(), "text/plain").json()["error"]
+    expected = demo_server.post(notes.read_bytes(), "text/plain").json()["error"]
     assert shown_error(browser) == expected and "unsupported Content-Type" in expected
     fake = tmp_path / "fake.jpg"
     fake.write_bytes(b"not an image at all")
     before = call(browser)
     upload(browser, fake)
-    expected = server.post(fake.read_bytes(), "image/jpeg").json()["error"]
+    expected = demo_server.post(fake.read_bytes(), "image/jpeg").json()["error"]
     assert shown_error(browser, before) == expected and "not a readable image" in expected
     assert console_errors(browser, FAILED_LOAD) == []
 
 
-def test_keyboard_only_a_sample_from_the_gallery_on_a_phone_sized_screen(browser, server):
+def test_keyboard_only_a_sample_from_the_gallery_on_a_phone_sized_screen(browser, demo_server):
     browser.set_window_size(390, 844)
     try:
-        open_page(browser, server.url)
+        open_page(browser, demo_server.url)
         reached = []
         for _ in range(12):  # Tab through the page from its top to the first sample's button
             ActionChains(browser).send_keys(Keys.TAB).perform()
@@ -243,7 +236,7 @@ def test_keyboard_only_a_sample_from_the_gallery_on_a_phone_sized_screen(browser
         bars = answer(browser)
         sample = next(p for p in (ROOT / "local_test" / "payloads").iterdir()
                       if p.stem == name.replace(" ", "_"))
-        expected = server_answer(server, sample.read_bytes(), 5)
+        expected = server_answer(demo_server, sample.read_bytes(), 5)
         assert [n for n, _ in bars] == [p["label"] for p in expected]
         wide = browser.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth")
@@ -257,7 +250,7 @@ def test_keyboard_only_a_sample_from_the_gallery_on_a_phone_sized_screen(browser
 
 
 def test_through_client_page_a_large_photo_is_downscaled_before_upload(browser, page_server,
-                                                                      runtime, server, tmp_path):
+                                                                      runtime, tmp_path):
     open_page(browser, page_server)
     assert text(browser, "model") == "Answered by SageMaker endpoint flowers in eu-west-1"
     photo = ROOT / "local_test" / "payloads" / "sunflower.jpg"
@@ -279,13 +272,13 @@ def test_through_client_page_a_large_photo_is_downscaled_before_upload(browser, 
     assert console_errors(browser) == []
 
 
-def test_through_client_page_the_containers_error_reaches_the_page(browser, page_server, server,
-                                                                   tmp_path):
+def test_through_client_page_the_containers_error_reaches_the_page(browser, page_server,
+                                                                   demo_server, tmp_path):
     open_page(browser, page_server)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a flower\n")
     upload(browser, notes)
-    expected = server.post(notes.read_bytes(), "text/plain").json()["error"]
+    expected = demo_server.post(notes.read_bytes(), "text/plain").json()["error"]
     assert shown_error(browser) == expected
     assert console_errors(browser, FAILED_LOAD) == []
     # and the credentials stayed on this side
