@@ -23,7 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from sample_data import opened, phone_photo
-from serving import RuntimeProxy, free_port
+from serving import RuntimeProxy, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "endpoint" / "client.py"
@@ -305,3 +305,17 @@ def test_client_page_answers_only_its_own_page(page_server, runtime):
     same = requests.post(page_server + "/invocations", data=b"x", timeout=10,
                          headers={"Content-Type": "text/plain", "Origin": page_server})
     assert same.status_code == 415 and len(runtime.bodies) == calls + 1
+
+
+def test_the_gallery_is_the_configured_calibration_folder(small_model_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(ROOT / "local_test" / "payloads" / "rose.jpg", folder / "my_rose.jpg")
+    (folder / "notes.txt").write_text("not listed")
+    with ServerProcess(small_model_dir, {"CALIBRATION_IMAGES_DIR": str(folder)}) as server:
+        server.wait_ready()
+        assert requests.get(server.url + "/samples", timeout=10).json() == {
+            "samples": ["my_rose.jpg"]}
+        assert requests.get(server.url + "/samples/notes.txt", timeout=10).status_code == 404
+        info = requests.get(server.url + "/model-info", timeout=10).json()
+        assert info["arch"] == "resnet18" and info["demo"] is False
