@@ -1,5 +1,6 @@
 # Python client for the flower classifier SageMaker endpoint: predict() for programmatic use
-# (boto3 with adaptive retries) and a small command line, `python endpoint/client.py --help`.
+# (boto3 with adaptive retries), a small command line, `python endpoint/client.py --help`, and
+# `client.py page`: the container's try-it page on localhost, calling the endpoint.
 """Call the flower classifier endpoint with boto3."""
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ import io
 import json
 import os
 import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
+REPO = Path(__file__).resolve().parents[1]
 RETRY_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=70
 )
@@ -88,28 +93,163 @@ def predict(
             raise ValueError(f"max_side must be a positive integer, got {max_side}")
         data, shrunk_type = shrink(data, max_side)
         content_type = shrunk_type or content_type
-    if len(data) > PAYLOAD_LIMIT:
-        raise ValueError(
-            f"the image is {len(data) / 2**20:.1f} MB, over invoke_endpoint's 6 MB "
-            "limit; send it downscaled with max_side (--max-side), e.g. 2048"
-        )
-    # botocore reads AWS_DEFAULT_REGION and the profile but not AWS_REGION; honour it too.
+    problem = too_large(len(data))
+    if problem:
+        raise ValueError(f"{problem}; send it downscaled with max_side (--max-side), e.g. 2048")
+    attributes = f"top_k={top_k}" if top_k is not None else None
+    body = invoke(client or runtime_client(), endpoint_name, data,
+                  content_type or guess_content_type(data, path), attributes)
+    return json.loads(body)
+
+
+def too_large(size: int) -> str | None:
+    if size > PAYLOAD_LIMIT:
+        return f"the image is {size / 2**20:.1f} MB, over invoke_endpoint's 6 MB limit"
+    return None
+
+
+def runtime_client() -> Any:
+    """boto3's sagemaker-runtime client: profile, credentials and AWS_ENDPOINT_URL from boto3's
+    own configuration; botocore reads AWS_DEFAULT_REGION but not AWS_REGION, so that too."""
     region = os.environ.get("AWS_REGION") or None
-    runtime = client or boto3.client("sagemaker-runtime", region_name=region, config=RETRY_CONFIG)
+    return boto3.client("sagemaker-runtime", region_name=region, config=RETRY_CONFIG)
+
+
+def invoke(runtime: Any, endpoint_name: str, data: bytes, content_type: str,
+           custom_attributes: str | None = None) -> bytes:
+    """One InvokeEndpoint call; the response body as the container wrote it."""
     kwargs: dict[str, Any] = {
         "EndpointName": endpoint_name,
-        "ContentType": content_type or guess_content_type(data, path),
+        "ContentType": content_type,
         "Accept": "application/json",
         "Body": data,
     }
-    if top_k is not None:
-        kwargs["CustomAttributes"] = f"top_k={top_k}"
-    response = runtime.invoke_endpoint(**kwargs)
-    return json.loads(response["Body"].read())
+    if custom_attributes:
+        kwargs["CustomAttributes"] = custom_attributes
+    return runtime.invoke_endpoint(**kwargs)["Body"].read()
+
+
+def error_json(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def forward(runtime: Any, endpoint_name: str, data: bytes, headers: Any) -> tuple[int, bytes]:
+    """The page's POST /invocations as InvokeEndpoint: (status, body) as the container
+    answered, or a JSON error naming what failed on the way (never credentials)."""
+    try:
+        return 200, invoke(runtime, endpoint_name, data,
+                           headers.get("Content-Type") or guess_content_type(data),
+                           headers.get("X-Amzn-SageMaker-Custom-Attributes"))
+    except ClientError as error:
+        response = error.response
+        if "OriginalStatusCode" in response:  # ModelError: the container's own answer
+            return int(response["OriginalStatusCode"]), str(response.get("OriginalMessage",
+                                                                         "")).encode()
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 502
+        return status, error_json(f"InvokeEndpoint failed: {error}")
+    except BotoCoreError as error:
+        return 502, error_json(f"InvokeEndpoint failed: {error}")
+
+
+def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
+               runtime: Any = None) -> None:
+    """Serve the container's page (container/flower_serving/page.html) and its sample photos,
+    and send its /invocations calls to the endpoint with boto3, which signs them here: the
+    browser sees the answers and never the credentials. Requests from other sites' pages (an
+    Origin other than this server's) or under another host name (DNS rebinding) are refused:
+    they would spend the endpoint's invocations with these credentials."""
+    sys.path.insert(0, str(REPO / "container"))
+    from flower_serving import page
+    from flower_serving.environment import DEFAULT_CALIBRATION_DIR
+
+    runtime = runtime or runtime_client()
+    info = {"endpoint": endpoint_name, "region": runtime.meta.region_name}
+    hosts: set[str] = set()  # host:port names this server answers to, once it is bound
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+            if self.refused():
+                return
+            path = unquote(urlsplit(self.path).path)
+            status, content_type, body = page.answer(path, DEFAULT_CALIBRATION_DIR, info) or (
+                404, page.JSON, error_json("not found; this server answers GET / (the page) "
+                                           "and POST /invocations"))
+            self.reply(status, body, content_type)
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.refused():
+                return
+            length = self.headers.get("Content-Length", "0")
+            if not length.isdigit() or too_large(int(length)):
+                self.close_connection = True  # the body is left unread
+                if not length.isdigit():
+                    return self.reply(400, error_json(f"bad Content-Length {length[:20]!r}"))
+                return self.reply(413, error_json(f"{too_large(int(length))}; untick "
+                                                  "'Send the original photo'"))
+            data = self.rfile.read(int(length))
+            if urlsplit(self.path).path != "/invocations":
+                return self.reply(404, error_json("not found; POST /invocations"))
+            self.reply(*forward(runtime, endpoint_name, data, self.headers))
+
+        def refused(self) -> bool:
+            host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+            if host in hosts and origin in (None, f"http://{host}"):
+                return False
+            self.close_connection = True  # a body, if any, is left unread
+            self.reply(403, error_json(f"refused: only the page at http://{min(hosts)}/ may "
+                                       "call this server"))
+            return True
+
+        def reply(self, status: int, body: bytes, content_type: str = page.JSON) -> None:
+            self.send_response(status)
+            for key, value in {**page.HEADERS, "Content-Type": content_type,
+                               "Content-Length": str(len(body))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            print(f"{self.address_string()} {fmt % args}", file=sys.stderr)
+
+    server = ThreadingHTTPServer((bind, port), Handler)
+    hosts.update(f"{name}:{server.server_port}" for name in ("127.0.0.1", "localhost", bind))
+    print(f"the page for endpoint {endpoint_name} is on http://{bind}:{server.server_port}/ "
+          "(Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def page_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="client.py page",
+        description="Serve the try-it page on this machine, calling the endpoint with boto3.")
+    parser.add_argument("--endpoint", required=True, help="the SageMaker endpoint's name")
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="the address to listen on (default 127.0.0.1: this machine only)")
+    args = parser.parse_args(argv)
+    try:
+        serve_page(args.endpoint, args.port, args.bind)
+    except (OSError, BotoCoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Classify a flower image with the endpoint.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["page"]:
+        return page_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        description="Classify a flower image with the endpoint.",
+        epilog="client.py page --endpoint NAME [--port 8000] [--bind 127.0.0.1] serves a page "
+        "to try the endpoint in a browser, on this machine (client.py page --help).")
     parser.add_argument("endpoint_name")
     parser.add_argument("image", help="a .jpg or .png file")
     parser.add_argument("--top-k", type=int, default=None)

@@ -20,7 +20,8 @@ from flower_serving.preprocess import Preprocessing, preprocess  # noqa: E402
 from serving import ServerProcess  # noqa: E402
 
 PAYLOADS = ROOT / "local_test" / "payloads"
-CATEGORY_NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
+DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
+CATEGORY_NAMES = DEMO_MODEL / "cat_to_name.json"
 SHARED_FLOWERS = ROOT.parent / "shared" / "flowers"
 
 
@@ -81,5 +82,13 @@ def small_server(small_model_dir):
 @pytest.fixture(scope="session")
 def seed_server(seed_model_dir):
     with ServerProcess(seed_model_dir) as server:
+        server.wait_ready()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_server():
+    """The committed demo model, served in fp32: it names the sample photos correctly."""
+    with ServerProcess(DEMO_MODEL, {"INFERENCE_PRECISION": "fp32"}) as server:
         server.wait_ready()
         yield server

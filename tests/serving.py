@@ -2,6 +2,7 @@
 # then SIGKILL, at the end), and RuntimeProxy: SageMaker runtime's invoke path in front of it.
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -87,7 +88,9 @@ class ServerProcess:
 
 class RuntimeProxy:
     """SageMaker runtime's part, on loopback: boto3's `POST /endpoints/NAME/invocations` goes to
-    the real server's `/invocations` with the headers SageMaker passes on. Records each body."""
+    the real server's `/invocations` with the headers SageMaker passes on. Records each body.
+    A container error comes back as SageMaker sends it: HTTP 424, a ModelError carrying the
+    container's status and body as OriginalStatusCode and OriginalMessage."""
 
     FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 
@@ -106,10 +109,19 @@ class RuntimeProxy:
                 proxy.bodies.append(body)
                 headers = {k: self.headers[k] for k in proxy.FORWARDED if k in self.headers}
                 reply = server.post(body, headers.pop("Content-Type", None), **headers)
-                return self.answer(reply.status_code, reply.content)
+                if reply.ok:
+                    return self.answer(reply.status_code, reply.content)
+                kind = "client" if reply.status_code < 500 else "server"
+                error = {"ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+                         "Message": f"Received {kind} error ({reply.status_code}) from primary "
+                                    f"with message \"{reply.text}\"",
+                         "OriginalStatusCode": reply.status_code, "OriginalMessage": reply.text}
+                return self.answer(424, json.dumps(error).encode(), "ModelError")
 
-            def answer(self, status: int, body: bytes) -> None:
+            def answer(self, status: int, body: bytes, error_type: str | None = None) -> None:
                 self.send_response(status)
+                if error_type:
+                    self.send_header("x-amzn-ErrorType", error_type)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -21,9 +21,9 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     moto_server_fixture,
 )
-from serving import RuntimeProxy, ServerProcess
+from sample_data import opened, phone_photo
+from serving import RuntimeProxy
 
-DEMO_MODEL = REPO / "local_test" / "test_dir" / "model"
 # Any resampling of these noisy phone-sized photos (the server's own Resize from 3000 px against
 # Lanczos to 1024 px, then the server's) moved the demo model's top-1 probability by up to 0.03,
 # and never its top-1 class; max_side is the caller's choice, so this bounds it, not 0.02.
@@ -89,27 +89,6 @@ def test_command_line(aws_env, moto_server, tmp_path):
     assert result.returncode == 1 and result.stderr.startswith("error: ")
 
 
-def phone_photo(photo, long_side: int = 3000, orientation: int = 1) -> bytes:
-    """A phone-sized JPEG from a real photo: enlarged, with sensor-like noise, optionally with
-    an EXIF orientation."""
-    image = Image.open(photo).convert("RGB")
-    scale = long_side / max(image.size)
-    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
-    noise = np.random.default_rng(0).normal(0, 4, (image.height, image.width, 3))
-    image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=92, exif=exif.tobytes())
-    return out.getvalue()
-
-
-def opened(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
 def test_shrink_downscales_big_photos_and_leaves_small_ones(photos):
     client = load_client()
     big = phone_photo(photos[1])
@@ -167,12 +146,10 @@ def test_an_oversized_image_is_refused_before_sending(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_endpoint():
+def demo_endpoint(demo_server):
     """The demo model served for real, behind SageMaker runtime's invoke path."""
-    with ServerProcess(DEMO_MODEL, {"INFERENCE_PRECISION": "fp32"}) as server:
-        server.wait_ready()
-        with RuntimeProxy(server) as proxy:
-            yield proxy
+    with RuntimeProxy(demo_server) as proxy:
+        yield proxy
 
 
 def test_max_side_keeps_the_endpoints_answers(demo_endpoint, photos, tmp_path):

@@ -1,4 +1,5 @@
-# The Flask app: SageMaker's GET /ping and POST /invocations, plus /execution-parameters.
+# The Flask app: SageMaker's GET /ping and POST /invocations, plus /execution-parameters and
+# the page to try the model (GET /, /model-info, /samples; SageMaker never routes to them).
 # Every error is a JSON {"error": ...} with the right status; tracebacks go to the log only.
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from flask import Flask, Response, request
 from gunicorn.http.body import ChunkedReader, LengthReader
 from werkzeug.exceptions import HTTPException
 
+from . import page
 from .content_types import CUSTOM_ATTRIBUTES, JSON, check_accept, top_k_from
 from .encoder import error_body
 from .environment import Environment
 from .errors import BadRequest, PayloadTooLarge, ServingError
 from .handler import Handler
+from .model_info import model_info
 
 log = logging.getLogger(__name__)
 HTTP_MESSAGES = {
-    404: "not found; this server answers GET /ping, POST /invocations and "
-         "GET /execution-parameters",
+    404: "not found; this server answers GET /ping, POST /invocations, "
+         "GET /execution-parameters and, to try the model in a browser, GET /",
     405: "method not allowed; use GET /ping and POST /invocations",
 }
 
@@ -82,6 +85,16 @@ def create_app(handler: Handler, env: Environment) -> Flask:
             "BatchStrategy": "SINGLE_RECORD",
             "MaxPayloadInMB": int(env.max_payload_mb),
         }).encode())
+
+    info = model_info(handler, env)
+
+    @app.get("/")
+    @app.get("/model-info")
+    @app.get("/samples")
+    @app.get("/samples/<path:name>")
+    def try_it(name: str | None = None) -> Response:
+        status, content_type, body = page.answer(request.path, env.calibration_dir, info)
+        return Response(body, status=status, content_type=content_type, headers=page.HEADERS)
 
     @app.errorhandler(ServingError)
     def serving_error(error: ServingError) -> Response:

@@ -1,0 +1,40 @@
+# What GET /model-info reports: the served model, its precision and device, and whether it is
+# the bundled demo model (local_test/test_dir/model, recognised by its checkpoint's SHA-256).
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .checkpoint import CHECKPOINT
+from .device import describe
+from .environment import Environment
+from .handler import Handler
+
+DEMO_CHECKPOINT_SIZE = 1_576_687
+DEMO_CHECKPOINT_SHA256 = "f38d3601ace64b2b4cd7128a7a2946096390d4a3f949c1e5f7a2013a5e6062a1"
+
+
+def is_demo(model_dir: str | Path) -> bool:
+    """True when the model directory's checkpoint is the demo's, byte for byte (hashed only
+    when the size matches, so a large checkpoint costs one stat)."""
+    path = Path(model_dir) / CHECKPOINT
+    try:
+        if path.stat().st_size != DEMO_CHECKPOINT_SIZE:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == DEMO_CHECKPOINT_SHA256
+    except OSError:
+        return False
+
+
+def model_info(handler: Handler, env: Environment) -> dict:
+    """The few facts the page shows next to an answer; computed once, at start-up."""
+    classifier, predictor = handler.classifier, handler.batcher.predictor
+    return {
+        "arch": classifier.arch,
+        "classes": len(classifier.classes),
+        "names": bool(classifier.labels),
+        "precision": predictor.precision,
+        "device": describe(predictor.device),
+        "demo": is_demo(env.model_dir),
+        "top_k": min(env.top_k, len(classifier.classes)),
+    }
