@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +161,14 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in obj.items()}
 
 
+def with_metadata(state: dict, model: nn.Module) -> OrderedDict:
+    """`state` carrying `model`'s state_dict metadata: modules that version their state
+    (torchvision's mnasnet) refuse a plain dict without it."""
+    out = OrderedDict(state)
+    out._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    return out
+
+
 def _counted(state: dict) -> list[str]:
     return [k for k in state if not k.endswith("num_batches_tracked")]
 
@@ -180,7 +189,7 @@ def copy_by_name(model: nn.Module, slot: HeadSlot, state: dict[str, torch.Tensor
             raise WeightsMismatch(
                 f"weights do not fit the backbone: tensor {key!r} has shape "
                 f"{tuple(state[key].shape)} in the file but {tuple(own[key].shape)} in the model")
-    model.load_state_dict({**own, **{k: state[k] for k in body}}, strict=True)
+    model.load_state_dict(with_metadata({**own, **{k: state[k] for k in body}}, model))
     return len(body)
 
 
@@ -193,5 +202,6 @@ def copy_by_position(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
                                        for a, b in zip(mine, theirs, strict=True)):
         raise WeightsMismatch(f"weights do not fit {type(model).__name__}: {len(theirs)} "
                               f"tensors in the file, {len(mine)} in the model, or shapes differ")
-    model.load_state_dict({**own, **{a: state[b] for a, b in zip(mine, theirs, strict=True)}})
+    model.load_state_dict(with_metadata(
+        {**own, **{a: state[b] for a, b in zip(mine, theirs, strict=True)}}, model))
     return len(mine)

@@ -20,6 +20,7 @@ from .architectures import (
     check_architecture,
     head_slot,
     preprocessing_for,
+    with_metadata,
 )
 from .errors import ModelLoadError, WeightsError
 from .preprocess import Preprocessing
@@ -170,7 +171,7 @@ def classifier_from_checkpoint(data: dict) -> Classifier:
         state = {**model.state_dict(), **{k: v for k, v in state.items()
                                           if k.startswith(slot.prefix)}}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(with_metadata(state, model), strict=True)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise ModelLoadError(f"state_dict does not match {arch_name} with head {sizes}: "

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .architectures import LITE0, attach_head, build_backbone, head_slot, preprocessing_for
+from .architectures import (
+    LITE0,
+    attach_head,
+    build_backbone,
+    head_slot,
+    preprocessing_for,
+    with_metadata,
+)
 from .checkpoint import (
     CATEGORY_NAMES,
     CHECKPOINT,
@@ -106,7 +113,7 @@ class Model:
             self.backbone = pretrained
         else:
             body = {k: v for k, v in state.items() if not k.startswith(self.prefix)}
-            self.backbone.load_state_dict(body)
+            self.backbone.load_state_dict(with_metadata(body, self.backbone))
             self.weights_note = f"{self.arch}: backbone and head from {checkpoint.get('weights')}"
 
     def head_dims(self) -> list[int]:
