@@ -18,14 +18,14 @@ InService. The last line printed is the endpoint name.
   --workers, --model-server-timeout  container env MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT
   --startup-timeout   ContainerStartupHealthCheckTimeoutInSeconds (60-3600)
   --ami-version       InferenceAmiVersion; auto = $GPU_AMI on GPU instance types
-                      (CUDA 12.6 wheels need driver >= 525), none on CPU types
+                      (CUDA 13.0 wheels need driver >= 580), none on CPU types
   --timeout, --poll-seconds  bound the wait for InService
   --dry-run           print the AWS CLI calls that would change anything, make none
 Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-GPU_AMI=al2-ami-sagemaker-inference-gpu-2 # NVIDIA driver 535, CUDA 12.2
+GPU_AMI=al2023-ami-sagemaker-inference-gpu-4-1 # NVIDIA driver 580, CUDA 13.0
 NAME="" IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
 WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=600 AMI=auto TIMEOUT=1800 POLL=15 DRY_RUN=0
 while [[ $# -gt 0 ]]; do

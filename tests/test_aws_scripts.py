@@ -233,7 +233,7 @@ def test_deploy_gpu_then_redeploy(aws_env, moto_server):
     old_config = sm.describe_endpoint(EndpointName="flowers")["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=old_config)["ProductionVariants"][0]
     assert variant["InstanceType"] == "ml.g4dn.xlarge"
-    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-2"
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
 
     plan = deploy(aws_env, "flowers", "--instance-type", "ml.m5.xlarge", "--dry-run")
