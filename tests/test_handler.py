@@ -41,15 +41,43 @@ def test_stack_keeps_order_and_values(photos):
     assert stack(images[:1]).shape == (1, *images[0].shape)
 
 
+PROBE = """
+import sys
+sys.path[:0] = sys.argv[1:3]
+import torch
+from test_handler import threads_while
+from flower_serving.decoder import decode_image
+from flower_serving.handler import stack
+from flower_serving.preprocess import preprocess
+torch.set_num_threads(2)
+bodies = [open(p, "rb").read() for p in sys.argv[3:]]
+
+def work():
+    stack([preprocess(decode_image(body, 10**8)) for body in bodies])
+    stack([preprocess(decode_image(bodies[0], 10**8))])
+
+probe = work if bodies else lambda: torch.stack([torch.zeros(3, 224, 224)] * 3)
+print(*threads_while(probe))
+"""
+
+
 def test_request_thread_work_starts_no_openmp_threads(photos):
-    torch.set_num_threads(2)
-    bodies = [p.read_bytes() for p in photos[:3]]
+    # In a fresh process: threads other tests left behind (ending, or a reused OpenMP pool)
+    # would blur the counts in this one.
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    def work() -> None:
-        stack([preprocess(decode_image(body, 10**8)) for body in bodies])
-        stack([preprocess(decode_image(bodies[0], 10**8))])
+    here = Path(__file__).parent
 
-    before, during = threads_while(work)
+    def probe(*files: Path) -> tuple[int, int]:  # one fresh process per probe
+        out = subprocess.run([sys.executable, "-c", PROBE, str(here.parent / "container"),
+                              str(here), *map(str, files)], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        before, during = map(int, out.split())
+        return before, during
+
+    before, during = probe(*photos[:3])
     assert during == before + 1  # the request thread itself, nothing more
-    before, during = threads_while(lambda: torch.stack([torch.zeros(3, 224, 224)] * 3))
+    before, during = probe()
     assert during > before + 1  # the check can see a team: torch's own stack starts one
