@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "SM_MODEL_DIR": str(model_dir),
                     "SAGEMAKER_BIND_TO_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
-                    **(env or {})}
+                    # a fresh TMPDIR: no precision decision cached by an earlier test's server
+                    "TMPDIR": tempfile.mkdtemp(prefix="serve-tmp-"), **(env or {})}
         logs = Path(os.environ.get("TMPDIR", "/tmp"))
         self.log_path = log_path or logs / f"serve-{self.port}.log"
         self.process: subprocess.Popen | None = None

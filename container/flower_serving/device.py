@@ -85,22 +85,31 @@ def cpu_has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
+def cpu_has_bf16() -> bool:
+    """bf16 instructions (AVX512_BF16: Cooper Lake, Zen 4; AMX: Sapphire Rapids and later)."""
+    return "avx512_bf16" in cpu_flags() or cpu_has_amx()
+
+
 def choose_precision(setting: str, device: torch.device) -> str:
-    """'auto' -> fp16 on CUDA, bf16 on AMX CPUs, int8 on VNNI CPUs, else fp32.
+    """'auto' stays 'auto': the warm-up measures the candidates (precision_candidates).
 
     Explicit settings are kept, mapped to what the device runs fast: fp16 on a CPU is bf16,
     int8 on a GPU is fp16."""
+    if device.type == "cpu" and setting == "fp16":
+        return "bf16"  # fp16 autocast on CPU is slow; bf16 is the CPU's reduced precision
+    if device.type == "cuda" and setting == "int8":
+        return "fp16"  # the int8 kernels used here are CPU-only
+    return setting
+
+
+def precision_candidates(setting: str, device: torch.device) -> list[str]:
+    """The reduced precisions worth checking against fp32 on this device: fp16 and bf16 on a
+    GPU; int8 on any x86 CPU, and bf16 where the CPU has bf16 instructions."""
     if setting != "auto":
-        if device.type == "cpu" and setting == "fp16":
-            return "bf16"  # fp16 autocast on CPU is slow; bf16 is the CPU's reduced precision
-        if device.type == "cuda" and setting == "int8":
-            return "fp16"  # the int8 kernels used here are CPU-only
-        return setting
+        return [choose_precision(setting, device)]
     if device.type == "cuda":
-        return "fp16"
-    if cpu_has_amx():
-        return "bf16"
-    return "int8" if cpu_has_vnni() else "fp32"
+        return ["fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+    return ["int8", "bf16"] if cpu_has_bf16() else ["int8"]
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

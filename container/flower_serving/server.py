@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -34,8 +35,16 @@ def load_model(env: Environment, slot: int = 0):
 
     from .calibration import find_photos, load_photos
     from .checkpoint import load_classifier
-    from .device import choose_precision, describe, runtime_summary, select_device, unusable_gpu
+    from .device import (
+        choose_precision,
+        describe,
+        precision_candidates,
+        runtime_summary,
+        select_device,
+        unusable_gpu,
+    )
     from .errors import DeviceError
+    from .precision import DecisionCache, decision_key
     from .predictor import Predictor
 
     torch.set_num_threads(env.torch_threads)
@@ -57,8 +66,13 @@ def load_model(env: Environment, slot: int = 0):
              photos[0].parent if photos else f"nowhere ({env.calibration_dir} has none)")
     # CUDA kernels are picked per batch shape, so warm both; oneDNN on CPU needs one forward
     sizes = (1, env.batch_size_for("cuda")) if device.type == "cuda" else (1,)
+    cache = None
+    if predictor.precision == "auto":
+        model_files = [f for f in Path(env.model_dir).rglob("*") if f.is_file()]
+        cache = DecisionCache(decision_key([*model_files, *photos],
+                                           precision_candidates("auto", device), str(device)))
     warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
-                                                env.max_image_pixels))
+                                                env.max_image_pixels), cache)
     _trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
