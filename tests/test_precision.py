@@ -61,7 +61,7 @@ def test_cache_round_trip_and_bad_files(tmp_path, caplog):
     cache = DecisionCache("k1", tmp_path)
     assert cache.load() is None
     cache.save("bf16", [Verdict("fp32", 10.0), Verdict("bf16", 21.0)])
-    assert DecisionCache("k1", tmp_path).load() == "bf16"
+    assert DecisionCache("k1", tmp_path).load()["precision"] == "bf16"
     assert DecisionCache("k2", tmp_path).load() is None  # another key: another decision
     cache.path.write_text("{not json")
     assert cache.load() is None
@@ -87,7 +87,7 @@ def test_auto_checks_every_candidate_serves_one_that_keeps_answers_and_caches_it
         assert f"{candidate} " in log.split("precision check on 18 inputs:")[1]
     assert f"serving {predictor.precision}" in log
     assert keeps_answers(exact, predictor.answers(with_flips(batch)))
-    assert cache.load() == predictor.precision
+    assert cache.load()["precision"] == predictor.precision
 
     caplog.clear()
     again = Predictor(load_classifier(small_model_dir), CPU, "auto")
@@ -95,3 +95,29 @@ def test_auto_checks_every_candidate_serves_one_that_keeps_answers_and_caches_it
         again.warm_up((1,), batch, cache)
     assert again.precision == predictor.precision
     assert "from the decision cached" in caplog.text and "precision check on" not in caplog.text
+
+
+def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir, photos):
+    from flower_serving.quantize import layer_sensitivity
+
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    with torch.no_grad():  # one huge weight: per-channel int8 then rounds the rest to zero
+        classifier.model.layer3[0].conv2.weight[:, :, 1, 1] = 0.0
+        classifier.model.layer3[0].conv2.weight[:, 0, 1, 1] = 50.0
+    ranked = layer_sensitivity(classifier.model, classifier.head_path, batch)
+    assert ranked[0][0] == "layer3.0.conv2"
+    assert not any(name.startswith("fc.") or name == "fc" for name, _ in ranked)  # the head
+    assert len(ranked) == 20  # resnet18's 17 convolutions and 3 downsample convolutions
+
+
+def test_mixed_int8_leaves_the_named_layers_in_fp32(small_model_dir, photos):
+    from flower_serving.device import cpu_has_vnni
+    from flower_serving.quantize import quantize
+
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    model, _ = quantize(classifier.model, "fc", batch, cpu_has_vnni(), ("layer3.0.conv2",))
+    kinds = {name: type(module) for name, module in model.named_modules()}
+    assert kinds["layer3.0.conv2"] is torch.nn.Conv2d  # float, as before
+    assert kinds["layer3.0.conv1"] is not torch.nn.Conv2d  # quantized (a fused int8 conv)

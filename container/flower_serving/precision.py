@@ -14,6 +14,7 @@ import torch
 log = logging.getLogger(__name__)
 TOP1_TOLERANCE = 0.02  # a reduced precision keeps answers: same top-1, probability within this
 CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "flower-serving"
+POLICY = 2  # part of every cache key: a changed policy decides afresh
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def decision_key(files: list[Path], candidates: list[str], device: str,
         digest.update(f"{path.name}\0".encode())
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
-    digest.update(json.dumps([candidates, device, cpu_model() if cpu is None else cpu,
+    digest.update(json.dumps([POLICY, candidates, device, cpu_model() if cpu is None else cpu,
                               torch.__version__]).encode())
     return digest.hexdigest()[:32]
 
@@ -80,17 +81,20 @@ class DecisionCache:
     def __init__(self, key: str, folder: Path = CACHE_DIR) -> None:
         self.path = folder / f"precision-{key}.json"
 
-    def load(self) -> str | None:
+    def load(self) -> dict | None:
+        """{"precision": ..., "fp32_layers": [...], "verdicts": [...]}, or None."""
         try:
-            return str(json.loads(self.path.read_text())["precision"])
+            entry = json.loads(self.path.read_text())
+            return entry if isinstance(entry, dict) and isinstance(entry["precision"], str) \
+                else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, chosen: str, verdicts: list[Verdict]) -> None:
+    def save(self, chosen: str, verdicts: list[Verdict], **extra) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"precision": chosen,
+            tmp.write_text(json.dumps({"precision": chosen, **extra,
                                        "verdicts": [asdict(v) for v in verdicts]}))
             os.replace(tmp, self.path)
         except OSError as error:  # a read-only /tmp only costs the next start its checks

@@ -10,13 +10,14 @@ from torch import nn
 CALIBRATION_BATCH = 8
 
 
-def quantize(model: nn.Module, head_path: str, photos: torch.Tensor,
-             vnni: bool) -> tuple[nn.Module, torch.Tensor]:
+def quantize(model: nn.Module, head_path: str, photos: torch.Tensor, vnni: bool,
+             fp32_layers: tuple[str, ...] = ()) -> tuple[nn.Module, torch.Tensor]:
     """An int8 model built from `model` (left as it is), with activation ranges taken from
     `photos` (N, 3, H, W), and the fp32 outputs for `photos` computed on the way.
 
     oneDNN's int8 kernels use the full 8-bit activation range on VNNI; without VNNI, fbgemm's
-    reduced 7-bit range avoids the int16 overflow of older AVX2/AVX-512 instructions."""
+    reduced 7-bit range avoids the int16 overflow of older AVX2/AVX-512 instructions.
+    `fp32_layers` (module names) stay in fp32: the mixed-precision model."""
     import torch.fx.config
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
@@ -30,6 +31,8 @@ def quantize(model: nn.Module, head_path: str, photos: torch.Tensor,
                                                   qscheme=torch.per_channel_symmetric))
     mapping = get_default_qconfig_mapping(engine).set_global(qconfig)
     mapping.set_module_name(head_path, None)  # the head is tiny; fp32 keeps its output exact
+    for name in fp32_layers:
+        mapping.set_module_name(name, None)
     # FX records a stack trace per node by default, which imports torch._inductor (+3 s)
     stack_traces = torch.fx.config.do_not_emit_stack_traces
     torch.fx.config.do_not_emit_stack_traces = True
@@ -43,3 +46,48 @@ def quantize(model: nn.Module, head_path: str, photos: torch.Tensor,
             return convert_fx(observed), outputs
     finally:
         torch.fx.config.do_not_emit_stack_traces = stack_traces
+
+
+def _fake_int8(x: torch.Tensor) -> torch.Tensor:
+    """x through an int8 round trip with its own min/max range (as an observer would set it)."""
+    low, high = float(x.min()), float(x.max())
+    scale = max(high - low, 1e-8) / 255
+    zero = int(round(-low / scale))
+    return torch.fake_quantize_per_tensor_affine(x, scale, min(max(zero, 0), 255), 0, 255)
+
+
+def _fake_int8_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 weights, as quantize() uses."""
+    scale = w.detach().abs().flatten(1).amax(1).clamp(min=1e-8) / 127
+    return torch.fake_quantize_per_channel_affine(
+        w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127)
+
+
+def layer_sensitivity(model: nn.Module, head_path: str,
+                      photos: torch.Tensor) -> list[tuple[str, float]]:
+    """Each Conv2d and Linear outside the head, with the relative error that int8 inputs and
+    weights add to its own output on `photos` (one fp32 pass, each layer fed its fp32 input),
+    the most sensitive first."""
+    errors: dict[str, float] = {}
+
+    def hook(name: str):
+        def measure(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            x, w = _fake_int8(args[0]), _fake_int8_weight(module.weight)
+            if isinstance(module, nn.Conv2d):
+                approx = module._conv_forward(x, w, module.bias)
+            else:
+                approx = nn.functional.linear(x, w, module.bias)
+            error = float((approx - output).norm() / output.norm().clamp(min=1e-12))
+            errors[name] = max(errors.get(name, 0.0), error)
+        return measure
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
+               if isinstance(module, (nn.Conv2d, nn.Linear))
+               and not (name == head_path or name.startswith(head_path + "."))]
+    try:
+        with torch.no_grad():
+            model.eval()(photos[:CALIBRATION_BATCH])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sorted(errors.items(), key=lambda item: -item[1])
