@@ -99,3 +99,23 @@ def test_env_overrides_and_sdk_encoded_values(tmp_path) -> None:
     with pytest.raises(ContractError, match="not valid JSON"):
         (config / "hyperparameters.json").write_text("{arch")
         read_hyperparameters(config)
+
+
+def test_managed_spot_checkpoints_every_epoch_and_resumes_after_an_interruption(tmp_path):
+    """With /opt/ml/checkpoints (CheckpointConfig), each epoch is saved there; a job restarted
+    after an interruption resumes from it and runs only the epochs still to do."""
+    root = opt_ml(tmp_path / "ml", {**FAST, "epochs": "2"})
+    (root / "checkpoints").mkdir()
+    first = run_train(root)  # "interrupted" after 2 epochs: the checkpoint holds them
+    assert first.returncode == 0, first.stderr
+    saved = read_checkpoint(root / "checkpoints" / "checkpoint.pth")
+    assert saved["epochs"] == 2
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({**FAST, "epochs": "3"}))
+    second = run_train(root)
+    assert second.returncode == 0, second.stderr
+    assert "after epoch 2 of 3" in second.stdout
+    final = read_checkpoint(root / "model" / "checkpoint.pth")
+    assert final["epochs"] == 3 and [r["epoch"] for r in final["history"]] == [1, 2, 3]
+    assert final["history"][:2] == saved["history"]
+    assert load_classifier(root / "model").classes == ["1", "2", "3"]

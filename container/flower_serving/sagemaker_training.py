@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CATEGORY_NAMES
-from .training import run
+from .checkpoint import CATEGORY_NAMES, CHECKPOINT, read_checkpoint
+from .training import CURVE, run
 from .training_args import parse_args
 
 # Hyperparameters are the CLI's long options; these are set by the contract itself.
@@ -39,6 +40,8 @@ def paths(env=os.environ) -> dict[str, Path]:
         "valid": Path(valid),
         "model": Path(env.get("SM_MODEL_DIR", base / "model")),
         "output": Path(env.get("SM_OUTPUT_DIR", base / "output")),
+        # CheckpointConfig's LocalPath: present on managed spot jobs, synced with S3
+        "checkpoints": Path(env.get("SM_CHECKPOINT_DIR", base / "checkpoints")),
     }
 
 
@@ -89,6 +92,26 @@ def to_argv(hyperparameters: dict[str, str], where: dict[str, Path]) -> list[str
     return argv
 
 
+def train_resumably(argv: list[str], checkpoints: Path, model_dir: Path) -> None:
+    """Managed spot training: one epoch at a time, each saved to `checkpoints` (which SageMaker
+    syncs with S3), resuming from what is there after an interruption; the result then goes to
+    the model directory."""
+    total = parse_args(argv, raise_errors=True).epochs
+    saved = checkpoints / CHECKPOINT
+    done = int(read_checkpoint(saved).get("epochs", 0)) if saved.is_file() else 0
+    if done:
+        print(f"resuming from {saved} after epoch {done} of {total}", flush=True)
+    while done < total:
+        resume = ["--resume", str(saved)] if saved.is_file() else []
+        run(parse_args([*argv, "--save_dir", str(checkpoints), "--epochs", "1", *resume],
+                       raise_errors=True))
+        done += 1
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT, CATEGORY_NAMES, CURVE):
+        if (checkpoints / name).is_file():
+            shutil.copyfile(checkpoints / name, model_dir / name)
+
+
 def write_failure(output_dir: Path, error: BaseException) -> None:
     """One paragraph (one line) saying what failed, for DescribeTrainingJob's FailureReason."""
     message = " ".join(str(error).split()) or type(error).__name__
@@ -104,7 +127,10 @@ def main(env=os.environ) -> int:
     try:
         argv = to_argv(read_hyperparameters(where["config"]), where)
         print("training with:", " ".join(argv), flush=True)
-        run(parse_args(argv, raise_errors=True))
+        if where["checkpoints"].is_dir():
+            train_resumably(argv, where["checkpoints"], where["model"])
+        else:
+            run(parse_args(argv, raise_errors=True))
     except BaseException as error:  # noqa: BLE001 - every failure must reach the failure file
         if isinstance(error, SystemExit) and not error.code:
             return 0
