@@ -7,7 +7,7 @@ usage() {
     cat <<USAGE
 Usage: ./build_and_push.sh [--no-push] [--help] [IMAGE_NAME] [TAG]
 
-  IMAGE_NAME  ECR repository / image name (default: flower-classifier)
+  IMAGE_NAME  ECR repository / image name (default: $DEFAULT_REPOSITORY, lib/common.sh)
   TAG         immutable tag (default: git short SHA, with -dirty for uncommitted changes);
               'latest' is always tagged and pushed too
   --no-push   only build and tag locally (no AWS calls); prints the local image name
@@ -29,8 +29,9 @@ Environment:
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
 push=1
 args=()
@@ -44,8 +45,7 @@ for arg in "$@"; do
 done
 ((${#args[@]} <= 2)) || { usage >&2; die "too many arguments"; }
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-name=${args[0]:-flower-classifier}
+name=${args[0]:-$DEFAULT_REPOSITORY}
 tag=${args[1]:-}
 if [[ -z $tag ]]; then
     tag=$(git -C "$here" rev-parse --short HEAD 2>/dev/null) ||
@@ -55,33 +55,25 @@ fi
 [[ $tag != latest ]] || die "TAG must be immutable (e.g. a version or git SHA), not 'latest'"
 read -r -a build_args <<<"${BUILD_ARGS:-}"
 
-command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
-docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+require_docker
 
 registry=local
 if ((push)); then
-    command -v aws >/dev/null 2>&1 || die "AWS CLI not found on PATH; install it (https://aws.amazon.com/cli/)"
     log "1/7 account and region"
-    region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region 2>/dev/null || true)}}
-    [[ -n $region ]] || die "no AWS region; set AWS_REGION or a region in your AWS profile"
-    aws_() { aws --region "$region" ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} "$@"; }
-    account=$(aws_ sts get-caller-identity --query Account --output text) ||
-        die "no usable AWS credentials (aws sts get-caller-identity failed); run 'aws configure' or set AWS_PROFILE"
-    domain=amazonaws.com
-    [[ $region != cn-* ]] || domain=amazonaws.com.cn
-    registry=${ECR_REGISTRY:-$account.dkr.ecr.$region.$domain}
-    log "account $account, region $region, registry $registry"
+    check_credentials
+    registry=$(ecr_registry)
+    log "account $ACCOUNT_ID, region $REGION, registry $registry"
 
     log "2/7 ECR repository $name"
-    if ! aws_ ecr describe-repositories --repository-names "$name" >/dev/null 2>&1; then
-        aws_ ecr create-repository --repository-name "$name" \
+    if ! aws ecr describe-repositories --repository-names "$name" >/dev/null 2>&1; then
+        aws ecr create-repository --repository-name "$name" \
             --image-scanning-configuration scanOnPush=true >/dev/null ||
             die "could not create ECR repository $name"
         log "created repository $name (scan on push)"
     fi
 
     log "3/7 docker login $registry"
-    aws_ ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2 ||
+    aws ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2 ||
         die "docker login to $registry failed"
     image=$registry/$name
 else

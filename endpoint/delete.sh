@@ -3,19 +3,19 @@
 # NAME-<timestamp>-<rand> by deploy.sh) and its autoscaling target, and waits until they are gone.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/common.sh
-source "$HERE/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") --name NAME [--timeout 900] [--poll-seconds 10]
+Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] [--timeout 900] [--poll-seconds 10]
 Delete endpoint NAME, its autoscaling target, every endpoint config and model deploy.sh made
 for it, and wait until the endpoint is gone. Succeeds if there is nothing to delete.
 Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-NAME="" TIMEOUT=900 POLL=10
+NAME=$DEFAULT_ENDPOINT_NAME TIMEOUT=900 POLL=10
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -25,7 +25,6 @@ while [[ $# -gt 0 ]]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name is required (see --help)"
 check_endpoint_name "$NAME"
 check_credentials
 

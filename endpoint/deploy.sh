@@ -3,12 +3,12 @@
 # endpoint config each run, then create-endpoint or a blue/green update-endpoint, and waits.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/common.sh
-source "$HERE/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") --name NAME --image IMAGE_URI --model-data S3_URI --role ROLE_ARN
+Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] --image IMAGE_URI --model-data S3_URI --role ROLE_ARN
          [--instance-type ml.g4dn.xlarge] [--instance-count 1] [--workers 1]
          [--model-server-timeout 60] [--startup-timeout 600] [--ami-version auto|none|VERSION]
          [--timeout 1800] [--poll-seconds 15] [--dry-run]
@@ -18,15 +18,16 @@ InService. The last line printed is the endpoint name.
   --workers, --model-server-timeout  container env MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT
   --startup-timeout   ContainerStartupHealthCheckTimeoutInSeconds (60-3600)
   --ami-version       InferenceAmiVersion; auto = $GPU_AMI on GPU instance types
-                      (CUDA 12.6 wheels need driver >= 525), none on CPU types
+                      (the image's CUDA 13.0 wheels need driver >= 580), none on CPU
+                      types; ml.p3 (Volta) is refused: CUDA 13 no longer supports it
   --timeout, --poll-seconds  bound the wait for InService
   --dry-run           print the AWS CLI calls that would change anything, make none
 Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-GPU_AMI=al2-ami-sagemaker-inference-gpu-2 # NVIDIA driver 535, CUDA 12.2
-NAME="" IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
+GPU_AMI=al2023-ami-sagemaker-inference-gpu-4-1 # NVIDIA driver 580, CUDA 13.0
+NAME=$DEFAULT_ENDPOINT_NAME IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
 WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=600 AMI=auto TIMEOUT=1800 POLL=15 DRY_RUN=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -53,7 +54,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-for opt in name image model-data role; do
+for opt in image model-data role; do
   var="${opt^^}" var="${var//-/_}"
   [[ -n "${!var}" ]] || die "--$opt is required (see --help)"
 done
@@ -67,10 +68,12 @@ check_endpoint_name "$NAME"
 ROLE_NAME="${BASH_REMATCH[1]##*/}"
 [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
   die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
+[[ "$INSTANCE_TYPE" != ml.p3.* ]] ||
+  die "$INSTANCE_TYPE has Volta GPUs, which the image's CUDA 13.0 build cannot use; pick ml.g5 or newer"
 ((STARTUP_TIMEOUT >= 60 && STARTUP_TIMEOUT <= 3600)) || die "--startup-timeout must be 60-3600"
 if [[ "$AMI" == auto ]]; then
   # Instance families the GPU inference AMIs support; CPU types keep the default AMI.
-  if [[ "$INSTANCE_TYPE" =~ ^ml\.(g4dn|g5|g6|p3|p4d|p4de|p5)\. ]]; then AMI=$GPU_AMI; else AMI=none; fi
+  if [[ "$INSTANCE_TYPE" =~ ^ml\.(g4dn|g5|g6|g6e|p4d|p4de|p5)\. ]]; then AMI=$GPU_AMI; else AMI=none; fi
 fi
 [[ "$AMI" == none || "$AMI" =~ ^al2[0-9]*-ami-sagemaker-inference-[a-z0-9-]+$ ]] ||
   die "--ami-version must be auto, none or e.g. $GPU_AMI, got '$AMI'"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 
 import pytest
@@ -19,6 +20,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     moto_server_fixture,
     run_script,
 )
+from checkpoints import make_project_checkpoint
 
 SCRIPTS = [
     "iam/create_role.sh",
@@ -29,7 +31,7 @@ SCRIPTS = [
     "endpoint/delete.sh",
     "endpoint/autoscale.sh",
 ]
-IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/sagemaker-flower-classifier:latest"
+IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/flower-classifier:latest"
 ROLE_NAME = "FlowerTestRole"
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}"
 MODEL_DATA = "s3://models-bucket/flower-classifier/v1/model.tar.gz"
@@ -88,7 +90,9 @@ def test_help(script, aws_env):
         ("endpoint/package_model.sh", ["/nonexistent", "s3://b/p"], "is not a directory"),
         ("endpoint/invoke.sh", ["--name", "x", "/nonexistent.jpg"], "not found"),
         ("endpoint/invoke.sh", ["--name", "x"], "IMAGE_FILE is required"),
-        ("endpoint/delete.sh", [], "--name is required"),
+        ("endpoint/delete.sh", ["--name"], "--name needs a value"),
+        ("endpoint/deploy.sh", ["--instance-type", "ml.p3.2xlarge", "--image", IMAGE,
+                                "--model-data", MODEL_DATA, "--role", ROLE], "Volta"),
         ("endpoint/delete.sh", ["--name", "bad_name"], "must be 1-41 letters"),
     ],
 )
@@ -103,7 +107,7 @@ def test_no_credentials(aws_env):
     env["AWS_EC2_METADATA_DISABLED"] = "true"  # no instance-metadata lookup on a dev box
     result = deploy(env, "flowers")
     assert result.returncode != 0
-    assert "error: no working AWS credentials" in result.stderr, result.stderr
+    assert "error: no usable AWS credentials" in result.stderr, result.stderr
 
 
 def test_no_region(aws_env):
@@ -114,17 +118,19 @@ def test_no_region(aws_env):
 
 
 def test_package_model(aws_env, moto_server, tmp_path):
-    (tmp_path / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")
-    (tmp_path / "cat_to_name.json").write_text('{"1": "pink primrose"}')
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"1": "pink primrose", "2": "hard-leaved pocket orchid"}))
+    (tmp_path / "model").mkdir()
+    model = make_project_checkpoint(tmp_path / "model", names)
     prefix = "s3://models-bucket/flower-classifier/v1/"
 
-    result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
     assert result.returncode != 0 and "aws s3 mb s3://models-bucket" in result.stderr
 
     s3 = client(moto_server, "s3")
     s3.create_bucket(Bucket="models-bucket")
     for _ in range(2):  # re-running overwrites the same key
-        result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
+        result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1] == MODEL_DATA
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="models-bucket")["Contents"]]
@@ -132,11 +138,25 @@ def test_package_model(aws_env, moto_server, tmp_path):
     body = s3.get_object(Bucket="models-bucket", Key=keys[0])["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
-        assert tar.extractfile("checkpoint.pth").read() == b"\x80fake-checkpoint"
+        packed = tar.extractfile("checkpoint.pth").read()
+        assert packed == (model / "checkpoint.pth").read_bytes()
 
-    (tmp_path / "cat_to_name.json").unlink()
-    result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
-    assert result.returncode != 0 and "cat_to_name.json is missing" in result.stderr
+    # The same checks as train/package_model.py, the server's loader: names must cover classes.
+    names.write_text(json.dumps({"1": "pink primrose"}))
+    shutil.copy(names, model / "cat_to_name.json")
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
+    assert result.returncode != 0 and "has no name for classes ['2']" in result.stderr
+    # cat_to_name.json is optional, as it is for the server.
+    (model / "cat_to_name.json").unlink()
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
+    assert result.returncode == 0, result.stderr
+    # A checkpoint the server cannot load is refused before anything is uploaded.
+    (model / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")
+    result = run_script("endpoint/package_model.sh", str(model), "s3://models-bucket/x",
+                        env=aws_env)  # fmt: skip
+    assert result.returncode != 0 and "is not a model the server can load" in result.stderr
+    assert "x/model.tar.gz" not in [o["Key"] for o in
+                                    s3.list_objects_v2(Bucket="models-bucket")["Contents"]]
 
 
 def test_deploy_missing_role(aws_env):
@@ -233,7 +253,7 @@ def test_deploy_gpu_then_redeploy(aws_env, moto_server):
     old_config = sm.describe_endpoint(EndpointName="flowers")["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=old_config)["ProductionVariants"][0]
     assert variant["InstanceType"] == "ml.g4dn.xlarge"
-    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-2"
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
 
     plan = deploy(aws_env, "flowers", "--instance-type", "ml.m5.xlarge", "--dry-run")

@@ -1,0 +1,136 @@
+# The one shell library of the repo's scripts (build_and_push.sh, iam/, endpoint/, train/,
+# local_test/): shared defaults, errors, argument checks, region/account lookup, polling, Docker.
+# shellcheck shell=bash
+# Source it; it does nothing on its own (no commands run at source time).
+
+# ---- Shared defaults: every script and README command takes its names from here. ----------
+# shellcheck disable=SC2034  # the defaults are read by the scripts that source this file
+DEFAULT_REPOSITORY=flower-classifier            # ECR repository build_and_push.sh pushes to
+DEFAULT_ROLE_NAME=SageMakerFlowerClassifierRole # execution role iam/create_role.sh makes
+DEFAULT_PREFIX=flower-classifier                # S3 key prefix of every artifact and job
+DEFAULT_ENDPOINT_NAME=flowers                   # endpoint deploy.sh creates
+# The bucket is SageMaker's default, sagemaker-REGION-ACCOUNT_ID (see default_bucket); the
+# region is the AWS CLI's: AWS_REGION, AWS_DEFAULT_REGION, then the profile (resolve_region).
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "$*" >&2; }
+
+# make_work_dir: set WORK_DIR to a scratch directory removed when the script exits.
+make_work_dir() {
+  [[ -z "${WORK_DIR:-}" ]] || return 0
+  WORK_DIR="$(mktemp -d)"
+  trap 'rm -rf "$WORK_DIR"' EXIT
+}
+
+# last_line FILE: the last non-empty line of FILE (the useful part of an AWS CLI error).
+last_line() { grep -v '^[[:space:]]*$' "$1" | tail -n 1; }
+
+# need_arg FLAG VALUE: fail unless option FLAG was given a value.
+need_arg() {
+  [[ -n "${2:-}" && "${2:0:2}" != "--" ]] || die "$1 needs a value (see --help)"
+}
+
+# need_int FLAG VALUE: fail unless VALUE is a positive integer.
+need_int() {
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
+}
+
+# resolve_region: set and export REGION from AWS_REGION, AWS_DEFAULT_REGION or the profile.
+resolve_region() {
+  REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+  [[ -n "$REGION" ]] || REGION="$(aws configure get region 2>/dev/null || true)"
+  [[ -n "$REGION" ]] ||
+    die "no AWS region: set AWS_REGION or a region for profile '${AWS_PROFILE:-default}'"
+  export AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION"
+}
+
+# check_credentials: fail clearly without the AWS CLI or working credentials; set REGION,
+# ACCOUNT_ID and PARTITION. Makes WORK_DIR.
+check_credentials() {
+  command -v aws >/dev/null 2>&1 ||
+    die "AWS CLI not found on PATH; install it (https://aws.amazon.com/cli/)"
+  make_work_dir
+  resolve_region
+  local arn
+  if ! arn="$(aws sts get-caller-identity --query Arn --output text 2>"$WORK_DIR/sts.err")"; then
+    die "no usable AWS credentials (aws sts get-caller-identity failed):" \
+      "$(last_line "$WORK_DIR/sts.err"); run 'aws configure' or set AWS_PROFILE"
+  fi
+  # shellcheck disable=SC2034  # PARTITION and ACCOUNT_ID are used by the sourcing scripts
+  IFS=: read -r _ PARTITION _ _ ACCOUNT_ID _ <<<"$arn"
+  [[ "$ACCOUNT_ID" =~ ^[0-9]{12}$ ]] || die "unexpected caller identity ARN: $arn"
+}
+
+# default_bucket: SageMaker's default bucket for this account and region (after check_credentials).
+default_bucket() { echo "sagemaker-$REGION-$ACCOUNT_ID"; }
+
+# ecr_registry: the account's ECR registry host (after check_credentials); ECR_REGISTRY overrides.
+ecr_registry() {
+  local domain=amazonaws.com
+  [[ "$REGION" != cn-* ]] || domain=amazonaws.com.cn
+  echo "${ECR_REGISTRY:-$ACCOUNT_ID.dkr.ecr.$REGION.$domain}"
+}
+
+# check_s3_uri FLAG URI: fail unless URI is s3://BUCKET[/KEY]; sets S3_BUCKET and S3_KEY.
+check_s3_uri() {
+  [[ "$2" =~ ^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/([^\"\\]*))?$ ]] ||
+    die "$1 must look like s3://BUCKET/PREFIX, got '$2'"
+  S3_BUCKET="${BASH_REMATCH[1]}" S3_KEY="${BASH_REMATCH[3]}"
+}
+
+# poll_until WHAT TIMEOUT SECONDS FUNC [ARGS...]: call FUNC every SECONDS until it returns 0.
+# FUNC sets POLL_STATUS (shown as progress) and returns 1 to keep waiting; it dies on failure.
+poll_until() {
+  local what=$1 timeout=$2 every=$3 elapsed=0
+  shift 3
+  while :; do
+    POLL_STATUS=""
+    if "$@"; then return 0; fi
+    log "[$(printf '%5d' "$elapsed")s] $what: ${POLL_STATUS:-waiting}"
+    ((elapsed < timeout)) || die "$what not done after ${timeout}s (still ${POLL_STATUS:-waiting})"
+    sleep "$every"
+    elapsed=$((elapsed + every))
+  done
+}
+
+# ---- SageMaker resources ----------------------------------------------------------------
+
+# endpoint_field NAME QUERY: print a field of describe-endpoint; print nothing if NAME is absent.
+endpoint_field() {
+  local out
+  if out="$(aws sagemaker describe-endpoint --endpoint-name "$1" --query "$2" --output text \
+    2>"$WORK_DIR/describe.err")"; then
+    echo "$out"
+  elif ! grep -q "Could not find endpoint" "$WORK_DIR/describe.err"; then
+    die "describe-endpoint $1 failed: $(last_line "$WORK_DIR/describe.err")"
+  fi
+}
+
+# check_endpoint_name NAME: SageMaker's name pattern, short enough for our -<timestamp> suffix.
+check_endpoint_name() {
+  [[ "$1" =~ ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ && ${#1} -le 41 ]] ||
+    die "--name '$1' must be 1-41 letters, digits or hyphens (not at either end)"
+}
+
+# resource_suffix: "<YYYYmmdd-HHMMSS>-<4 hex>", the suffix of every model, config and job name.
+resource_suffix() { echo "$(date -u +%Y%m%d-%H%M%S)-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"; }
+
+# Models and endpoint configs are named "<endpoint>-<YYYYmmdd-HHMMSS>-<4 hex>".
+owned_name_regex() { echo "^$1-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}\$"; }
+
+# ---- Docker (local_test/) ----------------------------------------------------------------
+
+# require_docker: fail with a clear message unless the docker CLI and its engine answer.
+require_docker() {
+  command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
+  docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+}
+
+# docker_gpus: sets GPUS to (--gpus all) when Docker has an NVIDIA runtime, else to ().
+docker_gpus() {
+  # shellcheck disable=SC2034  # GPUS is read by the scripts that source this
+  GPUS=()
+  if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+    GPUS=(--gpus all)
+  fi
+}
