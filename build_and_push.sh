@@ -5,12 +5,14 @@ set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: ./build_and_push.sh [--no-push] [--help] [IMAGE_NAME] [TAG]
+Usage: ./build_and_push.sh [--no-push | --dry-run] [--help] [IMAGE_NAME] [TAG]
 
   IMAGE_NAME  ECR repository / image name (default: $DEFAULT_REPOSITORY, lib/common.sh)
   TAG         immutable tag (default: git short SHA, with -dirty for uncommitted changes);
               'latest' is always tagged and pushed too
   --no-push   only build and tag locally (no AWS calls); prints the local image name
+  --dry-run   no Docker and no changes: look up account and region and print the image URI
+              a real run would push (what deploy.sh --image takes)
   --help      show this help
 
 Steps: account via 'aws sts get-caller-identity'; region from AWS_REGION, AWS_DEFAULT_REGION
@@ -33,12 +35,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$here/lib/common.sh"
 
-push=1
+push=1 dry_run=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --no-push) push=0 ;;
+        --dry-run) dry_run=1 ;;
         -*) usage >&2; die "unknown option: $arg" ;;
         *) args+=("$arg") ;;
     esac
@@ -55,6 +58,12 @@ fi
 [[ $tag != latest ]] || die "TAG must be immutable (e.g. a version or git SHA), not 'latest'"
 read -r -a build_args <<<"${BUILD_ARGS:-}"
 
+if ((dry_run)); then
+    ((push)) || die "--dry-run and --no-push do not go together"
+    check_credentials
+    echo "$(ecr_registry)/$name:$tag"
+    exit 0
+fi
 require_docker
 
 registry=local
