@@ -5,11 +5,9 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
+import shutil
 
 import pytest
-from sagemaker_requests import hosting, image_pull, logs, metrics, read_object, write_object
 
 from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
     ACCOUNT_ID,
@@ -18,31 +16,11 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     client,
     moto_server_fixture,
+    run_readme_deploy,
     run_script,
 )
-from checkpoints import make_project_checkpoint
 from iam_policy import Request, denied, evaluate
-
-README = (REPO / "README.md").read_text()
-
-
-def readme_deploy_block() -> str:
-    """The first bash block of the README's "## Deploy to SageMaker" section."""
-    section = README.split("## Deploy to SageMaker", 1)[1]
-    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-
-
-def runnable(block: str) -> str:
-    """The block as a script, changed only where the emulator cannot follow it: the image build
-    becomes build_and_push.sh --dry-run (same arguments, prints the URI a push would), and the
-    invoke and delete lines are dropped (moto cannot run a container; the endpoint is read)."""
-    lines = []
-    for line in re.sub(r"\\\n\s*", "", block).splitlines():
-        if re.match(r"\s*endpoint/(invoke|delete)\.sh", line):
-            continue
-        lines.append(line.replace("./build_and_push.sh ", "./build_and_push.sh --dry-run ", 1))
-    assert any("--dry-run" in line for line in lines), "the README no longer builds the image"
-    return "set -euo pipefail\n" + "\n".join(lines) + "\n"
+from sagemaker_requests import hosting, image_pull, logs, metrics, read_object, write_object
 
 
 def role_policies(emulator, role_name: str) -> list[dict]:
@@ -81,10 +59,7 @@ def outside(bucket: str, prefix: str, repo: str) -> list[Request]:
 
 
 def test_readme_deploy_commands_give_sagemaker_all_it_needs(aws_env, moto_server, tmp_path):
-    script = tmp_path / "readme_deploy.sh"
-    script.write_text(runnable(readme_deploy_block()))
-    result = subprocess.run(["bash", str(script)], cwd=REPO, env=aws_env, capture_output=True,
-                            text=True, timeout=600)
+    result = run_readme_deploy(aws_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
     [endpoint] = client(moto_server, "sagemaker").list_endpoints()["Endpoints"]
@@ -104,8 +79,7 @@ def test_non_default_names(aws_env, moto_server, tmp_path):
     repo, bucket, prefix, role = "team/flowers", "my-models", "flowers/v2", "FlowersProdRole"
     client(moto_server, "s3").create_bucket(Bucket=bucket)
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    make_project_checkpoint(model_dir, None)
+    shutil.copytree(REPO / "local_test" / "test_dir" / "model", model_dir)
 
     def run(*args):
         result = run_script(*args, env=aws_env, timeout=300)
