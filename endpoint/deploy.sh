@@ -8,27 +8,43 @@ source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] --image IMAGE_URI --model-data S3_URI --role ROLE_ARN
+Usage: $(basename "$0") (--checkpoint PATH [--names cat_to_name.json] | --model-data S3_URI)
+         [--name $DEFAULT_ENDPOINT_NAME] [--image IMAGE_URI] [--role ROLE_ARN]
          [--instance-type ml.g4dn.xlarge] [--instance-count 1] [--workers 1]
-         [--model-server-timeout 60] [--startup-timeout 600] [--ami-version auto|none|VERSION]
-         [--timeout 1800] [--poll-seconds 15] [--dry-run]
+         [--model-server-timeout 60] [--startup-timeout auto] [--download-timeout auto]
+         [--ami-version auto|none|VERSION] [--timeout 1800] [--poll-seconds 15] [--dry-run]
 Create model and endpoint config NAME-<timestamp>-<rand>, then create endpoint NAME or move
 the existing one to the new config (update-endpoint: blue/green, no downtime), and wait for
 InService. The last line printed is the endpoint name.
+  --checkpoint PATH   checkpoint.pth to serve: checked with the server's own loader (one that
+                      will not serve is refused), packed with its cat_to_name.json (--names, or
+                      the one next to it) and uploaded to
+                      s3://sagemaker-REGION-ACCOUNT/$DEFAULT_PREFIX/models/<content hash>/
+  --model-data S3_URI an already uploaded model.tar.gz (endpoint/package_model.sh prints it)
+  --image             default: the image tagged latest in ECR repository $DEFAULT_REPOSITORY
+                      (what ./build_and_push.sh pushes), pinned by its digest
+  --role              default: role $DEFAULT_ROLE_NAME (iam/create_role.sh) of this account
   --workers, --model-server-timeout  container env MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT
-  --startup-timeout   ContainerStartupHealthCheckTimeoutInSeconds (60-3600)
+  --startup-timeout   ContainerStartupHealthCheckTimeoutInSeconds (60-3600); auto = 4 x the
+                      measured cold start (${COLD_START_S}s) + 1 s per 20 MB of model, >= 120
+  --download-timeout  ModelDataDownloadTimeoutInSeconds (60-3600); auto = 60 s + 2 x the
+                      model's size at 25 MB/s, >= 120
   --ami-version       InferenceAmiVersion; auto = $GPU_AMI on GPU instance types
                       (the image's CUDA 13.0 wheels need driver >= 580), none on CPU
                       types; ml.p3 (Volta) is refused: CUDA 13 no longer supports it
   --timeout, --poll-seconds  bound the wait for InService
   --dry-run           print the AWS CLI calls that would change anything, make none
-Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
+Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL; PYTHON runs the checkpoint check.
 USAGE
 }
 
+# Cold start (process start to the first 200 on /ping) of the seed's vgg16 on a 2-core CPU,
+# measured by bench/run.py (README, Performance): loading, warm-up and int8 calibration.
+COLD_START_S=12
 GPU_AMI=al2023-ami-sagemaker-inference-gpu-4-1 # NVIDIA driver 580, CUDA 13.0
 NAME=$DEFAULT_ENDPOINT_NAME IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
-WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=600 AMI=auto TIMEOUT=1800 POLL=15 DRY_RUN=0
+WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=auto DOWNLOAD_TIMEOUT=auto AMI=auto TIMEOUT=1800
+POLL=15 DRY_RUN=0 CHECKPOINT="" NAMES=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -43,7 +59,10 @@ while [[ $# -gt 0 ]]; do
         --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2 ;;
         --workers) need_int "$1" "$2"; WORKERS=$2 ;;
         --model-server-timeout) need_int "$1" "$2"; SERVER_TIMEOUT=$2 ;;
-        --startup-timeout) need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
+        --startup-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
+        --download-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; DOWNLOAD_TIMEOUT=$2 ;;
+        --checkpoint) CHECKPOINT=$2 ;;
+        --names) NAMES=$2 ;;
         --ami-version) AMI=$2 ;;
         --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
         --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
@@ -54,23 +73,30 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-for opt in image model-data role; do
-  var="${opt^^}" var="${var//-/_}"
-  [[ -n "${!var}" ]] || die "--$opt is required (see --help)"
-done
 check_endpoint_name "$NAME"
-[[ "$IMAGE" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
+if [[ -n "$CHECKPOINT" ]]; then
+  [[ -z "$MODEL_DATA" ]] || die "give --checkpoint or --model-data, not both"
+  [[ -f "$CHECKPOINT" ]] || die "--checkpoint '$CHECKPOINT' is not a file"
+  [[ -n "$NAMES" || ! -f "$(dirname "$CHECKPOINT")/cat_to_name.json" ]] ||
+    NAMES="$(dirname "$CHECKPOINT")/cat_to_name.json"
+  [[ -z "$NAMES" || -f "$NAMES" ]] || die "--names '$NAMES' is not a file"
+else
+  [[ -z "$NAMES" ]] || die "--names goes with --checkpoint"
+  [[ -n "$MODEL_DATA" ]] || die "--checkpoint or --model-data is required (see --help)"
+  [[ "$MODEL_DATA" =~ ^s3://[a-z0-9.-]+/[^\"\\]+\.tar\.gz$ ]] ||
+    die "--model-data must be an s3://BUCKET/KEY.tar.gz URI (see package_model.sh)"
+fi
+[[ -z "$IMAGE" || "$IMAGE" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
   die "--image must be an image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG"
-[[ "$MODEL_DATA" =~ ^s3://[a-z0-9.-]+/[^\"\\]+\.tar\.gz$ ]] ||
-  die "--model-data must be an s3://BUCKET/KEY.tar.gz URI (see package_model.sh)"
-[[ "$ROLE" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/([A-Za-z0-9+=,.@_/-]+)$ ]] ||
+[[ -z "$ROLE" || "$ROLE" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$ ]] ||
   die "--role must be an IAM role ARN (see iam/create_role.sh), got '$ROLE'"
-ROLE_NAME="${BASH_REMATCH[1]##*/}"
 [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
   die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
 [[ "$INSTANCE_TYPE" != ml.p3.* ]] ||
   die "$INSTANCE_TYPE has Volta GPUs, which the image's CUDA 13.0 build cannot use; pick ml.g5 or newer"
-((STARTUP_TIMEOUT >= 60 && STARTUP_TIMEOUT <= 3600)) || die "--startup-timeout must be 60-3600"
+for t in "$STARTUP_TIMEOUT" "$DOWNLOAD_TIMEOUT"; do
+  [[ "$t" == auto ]] || ((t >= 60 && t <= 3600)) || die "--startup-timeout and --download-timeout must be 60-3600"
+done
 if [[ "$AMI" == auto ]]; then
   # Instance families the GPU inference AMIs support; CPU types keep the default AMI.
   if [[ "$INSTANCE_TYPE" =~ ^ml\.(g4dn|g5|g6|g6e|p4d|p4de|p5)\. ]]; then AMI=$GPU_AMI; else AMI=none; fi
@@ -93,6 +119,8 @@ run() {
 }
 
 check_credentials
+ROLE="${ROLE:-arn:$PARTITION:iam::$ACCOUNT_ID:role/$DEFAULT_ROLE_NAME}"
+ROLE_NAME="${ROLE##*/}"
 if aws iam get-role --role-name "$ROLE_NAME" >/dev/null 2>"$WORK_DIR/role.err"; then :
 elif grep -q NoSuchEntity "$WORK_DIR/role.err"; then
   die "role '$ROLE' does not exist; create it with iam/create_role.sh"
@@ -107,15 +135,61 @@ case "$STATUS" in
   *) die "endpoint $NAME is $STATUS; wait until it is InService and run again" ;;
 esac
 
-SUFFIX="$(date -u +%Y%m%d-%H%M%S)-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+if [[ -z "$IMAGE" ]]; then
+  if ! DIGEST="$(aws ecr describe-images --repository-name "$DEFAULT_REPOSITORY" \
+    --image-ids imageTag=latest --query 'imageDetails[0].imageDigest' --output text \
+    2>"$WORK_DIR/image.err")"; then
+    die "no image tagged latest in ECR repository $DEFAULT_REPOSITORY" \
+      "($(last_line "$WORK_DIR/image.err")); push one with ./build_and_push.sh or pass --image"
+  fi
+  IMAGE="$(ecr_registry)/$DEFAULT_REPOSITORY@$DIGEST"
+  log "image: $IMAGE (latest in $DEFAULT_REPOSITORY)"
+fi
+
+if [[ -n "$CHECKPOINT" ]]; then
+  # The key is the inputs' content hash: deploying the same checkpoint again reuses it.
+  mkdir "$WORK_DIR/model"
+  cp "$CHECKPOINT" "$WORK_DIR/model/checkpoint.pth"
+  [[ -z "$NAMES" ]] || cp "$NAMES" "$WORK_DIR/model/cat_to_name.json"
+  HASH="$(cat "$WORK_DIR"/model/* | sha256sum | cut -c1-16)"
+  PREFIX_URI="s3://$(default_bucket)/$DEFAULT_PREFIX/models/$HASH"
+  MODEL_DATA="$PREFIX_URI/model.tar.gz"
+  if ((DRY_RUN)); then
+    "${PYTHON:-python3}" "$HERE/../train/package_model.py" "$WORK_DIR/model" \
+      --output "$WORK_DIR/model.tar.gz" >&2 || die "$CHECKPOINT will not serve; not deploying it"
+    run "$HERE/package_model.sh" "$WORK_DIR/model" "$PREFIX_URI"
+  else
+    "$HERE/package_model.sh" "$WORK_DIR/model" "$PREFIX_URI" >/dev/null ||
+      die "could not package and upload $CHECKPOINT (see above)"
+  fi
+fi
+
+# Start-up timeouts from the model's size (local archive, else its S3 listing).
+if [[ -f "$WORK_DIR/model.tar.gz" ]]; then
+  SIZE="$(wc -c <"$WORK_DIR/model.tar.gz")"
+elif [[ -n "$CHECKPOINT" ]]; then
+  SIZE="$(cat "$WORK_DIR"/model/* | wc -c)"
+else
+  SIZE="$(aws s3 ls "$MODEL_DATA" 2>/dev/null | awk '{print $3; exit}')" || SIZE=""
+  [[ "$SIZE" =~ ^[0-9]+$ ]] || { log "warning: cannot read the size of $MODEL_DATA"; SIZE=0; }
+fi
+MB=$((SIZE / 1000000))
+clamp() { local v=$1; ((v < 120)) && v=120; ((v > 3600)) && v=3600; echo "$v"; }
+[[ "$STARTUP_TIMEOUT" != auto ]] || STARTUP_TIMEOUT="$(clamp $((4 * COLD_START_S + MB / 20)))"
+[[ "$DOWNLOAD_TIMEOUT" != auto ]] || DOWNLOAD_TIMEOUT="$(clamp $((60 + 2 * MB / 25)))"
+log "model $MB MB: startup health check timeout ${STARTUP_TIMEOUT}s, download timeout ${DOWNLOAD_TIMEOUT}s"
+
+
+SUFFIX="$(resource_suffix)"
 RESOURCE="$NAME-$SUFFIX"
 TAG="Key=flower-endpoint,Value=$NAME" # delete.sh finds resources by name prefix; tag for humans
 CONTAINER="$(printf '{"Image":"%s","ModelDataUrl":"%s","Environment":{%s}}' "$IMAGE" \
   "$MODEL_DATA" "\"MODEL_SERVER_WORKERS\":\"$WORKERS\",\"MODEL_SERVER_TIMEOUT\":\"$SERVER_TIMEOUT\"")"
-VARIANT="$(printf '{"VariantName":"AllTraffic","ModelName":"%s","InstanceType":"%s",%s%s}' \
+VARIANT="$(printf '{"VariantName":"AllTraffic","ModelName":"%s","InstanceType":"%s",%s%s%s}' \
   "$RESOURCE" "$INSTANCE_TYPE" \
   "\"InitialInstanceCount\":$INSTANCE_COUNT,\"InitialVariantWeight\":1," \
-  "\"ContainerStartupHealthCheckTimeoutInSeconds\":$STARTUP_TIMEOUT")"
+  "\"ContainerStartupHealthCheckTimeoutInSeconds\":$STARTUP_TIMEOUT," \
+  "\"ModelDataDownloadTimeoutInSeconds\":$DOWNLOAD_TIMEOUT")"
 [[ "$AMI" == none ]] || VARIANT="${VARIANT%\}},\"InferenceAmiVersion\":\"$AMI\"}"
 
 log "model and endpoint config: $RESOURCE (instance $INSTANCE_TYPE x$INSTANCE_COUNT, AMI $AMI)"

@@ -18,6 +18,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     client,
     moto_server_fixture,
+    push_image,
     run_script,
 )
 from checkpoints import make_project_checkpoint
@@ -37,9 +38,9 @@ ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}"
 MODEL_DATA = "s3://models-bucket/flower-classifier/v1/model.tar.gz"
 
 
-def make_role(emulator) -> None:
+def make_role(emulator, name: str = ROLE_NAME) -> None:
     client(emulator, "iam").create_role(
-        RoleName=ROLE_NAME,
+        RoleName=name,
         AssumeRolePolicyDocument=json.dumps(
             {
                 "Version": "2012-10-17",
@@ -78,7 +79,11 @@ def test_help(script, aws_env):
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("endpoint/deploy.sh", ["--name", "x", "--image", IMAGE], "--model-data is required"),
+        ("endpoint/deploy.sh", ["--name", "x", "--image", IMAGE],
+         "--checkpoint or --model-data is required"),
+        ("endpoint/deploy.sh", ["--checkpoint", "/nonexistent.pth"], "is not a file"),
+        ("endpoint/deploy.sh", ["--checkpoint", "README.md", "--model-data", MODEL_DATA],
+         "not both"),
         ("endpoint/deploy.sh", ["--instance-count", "0"], "positive integer"),
         ("endpoint/deploy.sh", ["--bogus", "1"], "unknown option '--bogus'"),
         ("endpoint/deploy.sh", ["--name"], "--name needs a value"),
@@ -183,7 +188,9 @@ def test_deploy_cpu_autoscale_delete(aws_env, moto_server):
     variant = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
     assert variant["InstanceType"] == "ml.m5.large"
     assert variant["InitialInstanceCount"] == 1
-    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 600
+    # auto timeouts: the model is not in S3 here, so only the measured cold start counts
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 120
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 120
     assert "InferenceAmiVersion" not in variant  # CPU instance: default AMI
     model = sm.describe_model(ModelName=variant["ModelName"])
     assert model["PrimaryContainer"]["Image"] == IMAGE
@@ -311,3 +318,48 @@ def test_invoke(aws_env, moto_server, tmp_path):
     other.write_bytes(b"GIF89a")
     result = run_script("endpoint/invoke.sh", "--name", "flowers", str(other), env=aws_env)
     assert result.returncode != 0 and "pass --content-type" in result.stderr
+
+
+def test_deploy_from_checkpoint(aws_env, moto_server, tmp_path):
+    """deploy.sh --checkpoint: checked, packed, uploaded under the default bucket and prefix,
+    served with the default repository's latest image and the default role."""
+    bucket = f"sagemaker-us-east-1-{ACCOUNT_ID}"
+    checkpoint = "local_test/test_dir/model/checkpoint.pth"
+    args = ["--checkpoint", checkpoint, "--instance-type", "ml.m5.large", "--poll-seconds", "1"]
+    make_role(moto_server, "SageMakerFlowerClassifierRole")
+    client(moto_server, "s3").create_bucket(Bucket=bucket)
+    result = run_script("endpoint/deploy.sh", *args, env=aws_env)
+    assert result.returncode != 0 and "push one with ./build_and_push.sh" in result.stderr
+
+    digest = push_image(moto_server)
+    plan = run_script("endpoint/deploy.sh", *args, "--dry-run", env=aws_env, timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    result = run_script("endpoint/deploy.sh", *args, env=aws_env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "flowers"  # the default endpoint name
+
+    sm = client(moto_server, "sagemaker")
+    [model] = [sm.describe_model(ModelName=m["ModelName"]) for m in sm.list_models()["Models"]]
+    container = model["PrimaryContainer"]
+    assert container["Image"] == (
+        f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/flower-classifier@{digest}")
+    assert model["ExecutionRoleArn"] == (
+        f"arn:aws:iam::{ACCOUNT_ID}:role/SageMakerFlowerClassifierRole")
+    key = re.fullmatch(rf"s3://{bucket}/(flower-classifier/models/[0-9a-f]{{16}}/model\.tar\.gz)",
+                       container["ModelDataUrl"]).group(1)
+    assert "package_model.sh " in plan.stderr and key.rsplit("/", 1)[0] in plan.stderr
+    body = client(moto_server, "s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
+    config = sm.describe_endpoint(EndpointName="flowers")["EndpointConfigName"]
+    [variant] = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 120
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 120
+
+    # A checkpoint that will not serve is refused before anything is created.
+    bad = tmp_path / "checkpoint.pth"
+    bad.write_bytes(b"\x80not a checkpoint")
+    result = run_script("endpoint/deploy.sh", "--name", "other", "--checkpoint", str(bad),
+                        env=aws_env, timeout=300)
+    assert result.returncode != 0 and "could not package and upload" in result.stderr
+    assert len(sm.list_models()["Models"]) == 1

@@ -18,6 +18,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     client,
     moto_server_fixture,
+    push_image,
     readme_deploy_block,
     run_readme_deploy,
     run_script,
@@ -156,6 +157,7 @@ def admin_role(env, *args) -> str:
 
 def test_readme_deploy_as_the_deployer(aws_env, recording, tmp_path):
     """README commands as written, then the rest of the lifecycle, all by the deployer."""
+    push_image(recording)  # what ./build_and_push.sh pushes (Docker cannot run here)
     result = run_readme_deploy(aws_env, tmp_path, admin_key=ADMIN_KEY)
     assert result.returncode == 0, result.stderr[-3000:]
     [endpoint] = client(recording, "sagemaker").list_endpoints()["Endpoints"]

@@ -16,6 +16,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     client,
     moto_server_fixture,
+    push_image,
     run_readme_deploy,
     run_script,
 )
@@ -59,6 +60,7 @@ def outside(bucket: str, prefix: str, repo: str) -> list[Request]:
 
 
 def test_readme_deploy_commands_give_sagemaker_all_it_needs(aws_env, moto_server, tmp_path):
+    push_image(moto_server)  # what ./build_and_push.sh pushes (Docker cannot run here)
     result = run_readme_deploy(aws_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
