@@ -86,10 +86,8 @@ else
   [[ "$MODEL_DATA" =~ ^s3://[a-z0-9.-]+/[^\"\\]+\.tar\.gz$ ]] ||
     die "--model-data must be an s3://BUCKET/KEY.tar.gz URI (see package_model.sh)"
 fi
-[[ -z "$IMAGE" || "$IMAGE" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
-  die "--image must be an image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG"
-[[ -z "$ROLE" || "$ROLE" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$ ]] ||
-  die "--role must be an IAM role ARN (see iam/create_role.sh), got '$ROLE'"
+[[ -z "$IMAGE" ]] || check_image_uri "$IMAGE"
+[[ -z "$ROLE" ]] || check_role_arn "$ROLE"
 [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
   die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
 [[ "$INSTANCE_TYPE" != ml.p3.* ]] ||
@@ -119,14 +117,8 @@ run() {
 }
 
 check_credentials
-ROLE="${ROLE:-arn:$PARTITION:iam::$ACCOUNT_ID:role/$DEFAULT_ROLE_NAME}"
-ROLE_NAME="${ROLE##*/}"
-if aws iam get-role --role-name "$ROLE_NAME" >/dev/null 2>"$WORK_DIR/role.err"; then :
-elif grep -q NoSuchEntity "$WORK_DIR/role.err"; then
-  die "role '$ROLE' does not exist; create it with iam/create_role.sh"
-else
-  log "warning: cannot check role $ROLE_NAME ($(last_line "$WORK_DIR/role.err")); continuing"
-fi
+ROLE="${ROLE:-$(default_role)}"
+check_role "$ROLE"
 
 STATUS="$(endpoint_field "$NAME" EndpointStatus)"
 case "$STATUS" in
@@ -136,13 +128,7 @@ case "$STATUS" in
 esac
 
 if [[ -z "$IMAGE" ]]; then
-  if ! DIGEST="$(aws ecr describe-images --repository-name "$DEFAULT_REPOSITORY" \
-    --image-ids imageTag=latest --query 'imageDetails[0].imageDigest' --output text \
-    2>"$WORK_DIR/image.err")"; then
-    die "no image tagged latest in ECR repository $DEFAULT_REPOSITORY" \
-      "($(last_line "$WORK_DIR/image.err")); push one with ./build_and_push.sh or pass --image"
-  fi
-  IMAGE="$(ecr_registry)/$DEFAULT_REPOSITORY@$DIGEST"
+  IMAGE="$(default_image)"
   log "image: $IMAGE (latest in $DEFAULT_REPOSITORY)"
 fi
 

@@ -71,6 +71,43 @@ ecr_registry() {
   echo "${ECR_REGISTRY:-$ACCOUNT_ID.dkr.ecr.$REGION.$domain}"
 }
 
+# default_image: the image tagged latest in $DEFAULT_REPOSITORY (what build_and_push.sh pushes),
+# pinned by digest, so a later push does not change what a model or job runs.
+default_image() {
+  local digest
+  if ! digest="$(aws ecr describe-images --repository-name "$DEFAULT_REPOSITORY" \
+    --image-ids imageTag=latest --query 'imageDetails[0].imageDigest' --output text \
+    2>"$WORK_DIR/image.err")"; then
+    die "no image tagged latest in ECR repository $DEFAULT_REPOSITORY" \
+      "($(last_line "$WORK_DIR/image.err")); push one with ./build_and_push.sh or pass --image"
+  fi
+  echo "$(ecr_registry)/$DEFAULT_REPOSITORY@$digest"
+}
+
+# default_role: the ARN of $DEFAULT_ROLE_NAME in this account (after check_credentials).
+default_role() { echo "arn:$PARTITION:iam::$ACCOUNT_ID:role/$DEFAULT_ROLE_NAME"; }
+
+# check_image_uri URI, check_role_arn ARN: fail unless they look right.
+check_image_uri() {
+  [[ "$1" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
+    die "--image must be an image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG"
+}
+check_role_arn() {
+  [[ "$1" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$ ]] ||
+    die "--role must be an IAM role ARN (see iam/create_role.sh), got '$1'"
+}
+
+# check_role ARN: fail if the role does not exist; warn if it cannot be read.
+check_role() {
+  local name="${1##*/}"
+  if aws iam get-role --role-name "$name" >/dev/null 2>"$WORK_DIR/role.err"; then :
+  elif grep -q NoSuchEntity "$WORK_DIR/role.err"; then
+    die "role '$1' does not exist; create it with iam/create_role.sh"
+  else
+    log "warning: cannot check role $name ($(last_line "$WORK_DIR/role.err")); continuing"
+  fi
+}
+
 # check_s3_uri FLAG URI: fail unless URI is s3://BUCKET[/KEY]; sets S3_BUCKET and S3_KEY.
 check_s3_uri() {
   [[ "$2" =~ ^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/([^\"\\]*))?$ ]] ||
@@ -83,10 +120,12 @@ check_s3_uri() {
 poll_until() {
   local what=$1 timeout=$2 every=$3 elapsed=0
   shift 3
+  local finished
   while :; do
-    POLL_STATUS=""
-    if "$@"; then return 0; fi
+    POLL_STATUS="" finished=0
+    "$@" && finished=1
     log "[$(printf '%5d' "$elapsed")s] $what: ${POLL_STATUS:-waiting}"
+    ((!finished)) || return 0
     ((elapsed < timeout)) || die "$what not done after ${timeout}s (still ${POLL_STATUS:-waiting})"
     sleep "$every"
     elapsed=$((elapsed + every))
