@@ -142,8 +142,14 @@ def to_requests(call: Call, account: str) -> list[Request]:
         action = f"cloudwatch:{call.operation}"
     if call.service == "sagemaker":
         prefix = f"arn:aws:sagemaker:{region}:{account}"
-        resources = [f"{prefix}:{kind}/{p[name]}" for name, kind in SAGEMAKER_RESOURCES.items()
-                     if isinstance(p.get(name), str)]
+        # The operation's own resource (CreateTransformJob: the job, not its ModelName);
+        # CreateEndpoint and UpdateEndpoint are authorized on the endpoint and its config.
+        noun = re.sub(r"^(Create|Describe|Delete|Update|Stop|List)", "", call.operation)
+        own = [f"{noun}Name"]
+        if call.operation in ("CreateEndpoint", "UpdateEndpoint"):
+            own.append("EndpointConfigName")
+        resources = [f"{prefix}:{SAGEMAKER_RESOURCES[name]}/{p[name]}" for name in own
+                     if name in SAGEMAKER_RESOURCES and isinstance(p.get(name), str)]
         if "ResourceArn" in p:
             resources.append(p["ResourceArn"])
         if not resources or call.operation.startswith("List"):
