@@ -5,12 +5,15 @@ set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: ./build_and_push.sh [--no-push | --dry-run] [--help] [IMAGE_NAME] [TAG]
+Usage: ./build_and_push.sh [--cpu] [--no-push | --dry-run] [--help] [IMAGE_NAME] [TAG]
 
   IMAGE_NAME  ECR repository / image name (default: $DEFAULT_REPOSITORY, lib/common.sh)
   TAG         immutable tag (default: git short SHA, with -dirty for uncommitted changes);
               'latest' is always tagged and pushed too
   --no-push   only build and tag locally (no AWS calls); prints the local image name
+  --cpu       the CPU-only variant (--build-arg VARIANT=cpu), tagged TAG-cpu and latest-cpu,
+              for CPU instances and serverless endpoints (deploy.sh --serverless); the build
+              fails if the image is over serverless inference's 10 GB limit
   --dry-run   no Docker and no changes: look up account and region and print the image URI
               a real run would push (what deploy.sh --image takes)
   --help      show this help
@@ -35,13 +38,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$here/lib/common.sh"
 
-push=1 dry_run=0
+push=1 dry_run=0 cpu=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --no-push) push=0 ;;
         --dry-run) dry_run=1 ;;
+        --cpu) cpu=1 ;;
         -*) usage >&2; die "unknown option: $arg" ;;
         *) args+=("$arg") ;;
     esac
@@ -57,6 +61,11 @@ if [[ -z $tag ]]; then
 fi
 [[ $tag != latest ]] || die "TAG must be immutable (e.g. a version or git SHA), not 'latest'"
 read -r -a build_args <<<"${BUILD_ARGS:-}"
+latest=latest
+if ((cpu)); then
+    build_args+=(--build-arg VARIANT=cpu)
+    tag=$tag-cpu latest=latest-cpu
+fi
 
 if ((dry_run)); then
     ((push)) || die "--dry-run and --no-push do not go together"
@@ -91,13 +100,19 @@ fi
 
 log "4/7 docker build ($image:$tag, ${PLATFORM:-linux/amd64})"
 docker build --platform "${PLATFORM:-linux/amd64}" "${build_args[@]}" \
-    -t "$image:$tag" -t "$image:latest" -f "$here/Dockerfile" "$here" >&2 || die "docker build failed"
-log "5/7 tagged $image:$tag and $image:latest"
+    -t "$image:$tag" -t "$image:$latest" -f "$here/Dockerfile" "$here" >&2 || die "docker build failed"
+log "5/7 tagged $image:$tag and $image:$latest"
+if ((cpu)); then
+    size=$(docker image inspect --format '{{.Size}}' "$image:$tag")
+    ((size <= 10 * 1024 * 1024 * 1024)) ||
+        die "image $image:$tag is $((size / 1024 / 1024)) MiB, over serverless inference's 10 GB limit"
+    log "image size $((size / 1024 / 1024)) MiB (serverless limit 10 GB)"
+fi
 
 if ((push)); then
     log "6/7 docker push"
     docker push "$image:$tag" >&2 || die "docker push $image:$tag failed"
-    docker push "$image:latest" >&2 || die "docker push $image:latest failed"
+    docker push "$image:$latest" >&2 || die "docker push $image:$latest failed"
 else
     log "6/7 push skipped (--no-push)"
 fi

@@ -17,6 +17,7 @@ from botocore.config import Config
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
+SERVERLESS_PAYLOAD_LIMIT = 4 * 1024 * 1024  # ... and over 4 MB on a serverless endpoint
 RETRY_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=70
 )
@@ -70,10 +71,12 @@ def predict(
     content_type: str | None = None,
     client: Any = None,
     max_side: int | None = None,
+    serverless: bool = False,
 ) -> dict[str, Any]:
     """Classify one image; returns the endpoint's JSON, e.g. {"predictions": [...]}.
 
-    `max_side` sends the image downscaled (see shrink()). Region (AWS_REGION too), profile
+    `max_side` sends the image downscaled (see shrink()); `serverless` checks the 4 MB limit of
+    serverless endpoints instead of the 6 MB one. Region (AWS_REGION too), profile
     and AWS_ENDPOINT_URL come from the boto3 configuration.
     """
     if isinstance(image_path_or_bytes, bytes):
@@ -88,9 +91,11 @@ def predict(
             raise ValueError(f"max_side must be a positive integer, got {max_side}")
         data, shrunk_type = shrink(data, max_side)
         content_type = shrunk_type or content_type
-    if len(data) > PAYLOAD_LIMIT:
+    limit = SERVERLESS_PAYLOAD_LIMIT if serverless else PAYLOAD_LIMIT
+    if len(data) > limit:
+        kind = "a serverless endpoint's" if serverless else "invoke_endpoint's"
         raise ValueError(
-            f"the image is {len(data) / 2**20:.1f} MB, over invoke_endpoint's 6 MB "
+            f"the image is {len(data) / 2**20:.1f} MB, over {kind} {limit // 2**20} MB "
             "limit; send it downscaled with max_side (--max-side), e.g. 2048"
         )
     # botocore reads AWS_DEFAULT_REGION and the profile but not AWS_REGION; honour it too.
@@ -122,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         help="send the image downscaled to at most this many pixels on its "
         "longer side (e.g. 1024 for phone photos)",
     )
+    parser.add_argument("--serverless", action="store_true",
+                        help="the endpoint is serverless: check its 4 MB payload limit")
     args = parser.parse_args(argv)
     try:
         result = predict(
-            args.endpoint_name, args.image, args.top_k, args.content_type, max_side=args.max_side
+            args.endpoint_name, args.image, args.top_k, args.content_type, max_side=args.max_side,
+            serverless=args.serverless,
         )
     except Exception as exc:  # noqa: BLE001 - a CLI reports any failure as one line
         print(f"error: {exc}", file=sys.stderr)

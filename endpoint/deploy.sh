@@ -33,6 +33,22 @@ InService. The last line printed is the endpoint name.
                       (the image's CUDA 13.0 wheels need driver >= 580), none on CPU
                       types; ml.p3 (Volta) is refused: CUDA 13 no longer supports it
   --timeout, --poll-seconds  bound the wait for InService
+  --serverless MEMORY_MB  a serverless endpoint (1024-6144, steps of 1024) with
+                      --max-concurrency N (1-200, default 5), on the CPU image (default: the
+                      image tagged latest-cpu, ./build_and_push.sh --cpu); payloads <= 4 MB
+  --async S3_URI      asynchronous inference: answers to S3_URI/output, failures to
+                      S3_URI/failure, [--sns-success ARN --sns-error ARN] notified,
+                      --async-concurrency N requests per instance (default 4); the container
+                      takes payloads up to 100 MB there
+  --capture S3_URI    data capture of requests and answers to S3_URI, --capture-percent N
+                      of them (default 20)
+  --canary PERCENT | --linear PERCENT
+                      on an update, shift traffic with deployment guardrails (canary: PERCENT
+                      first, then the rest; linear: PERCENT per step), --bake-seconds apart
+                      (default 300), rolled back automatically when alarm NAME-5xx
+                      (Invocation5XXErrors >= 1 for 2 minutes) or NAME-latency (ModelLatency
+                      over --latency-ms, default 2000) fires; the script creates both.
+                      Without them an update is blue/green all at once
   --dry-run           print the AWS CLI calls that would change anything, make none
 Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL; PYTHON runs the checkpoint check.
 USAGE
@@ -44,7 +60,9 @@ COLD_START_S=12
 GPU_AMI=al2023-ami-sagemaker-inference-gpu-4-1 # NVIDIA driver 580, CUDA 13.0
 NAME=$DEFAULT_ENDPOINT_NAME IMAGE="" MODEL_DATA="" ROLE="" INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=1
 WORKERS=1 SERVER_TIMEOUT=60 STARTUP_TIMEOUT=auto DOWNLOAD_TIMEOUT=auto AMI=auto TIMEOUT=1800
-POLL=15 DRY_RUN=0 CHECKPOINT="" NAMES=""
+POLL=15 DRY_RUN=0 CHECKPOINT="" NAMES="" SERVERLESS_MB="" MAX_CONCURRENCY=5 ASYNC_OUTPUT=""
+SNS_SUCCESS="" SNS_ERROR="" ASYNC_CONCURRENCY=4 CAPTURE="" CAPTURE_PERCENT=20 CANARY="" LINEAR=""
+BAKE=300 LATENCY_MS=2000 INSTANCE_SET=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -55,8 +73,20 @@ while [[ $# -gt 0 ]]; do
         --image) IMAGE=$2 ;;
         --model-data) MODEL_DATA=$2 ;;
         --role) ROLE=$2 ;;
-        --instance-type) INSTANCE_TYPE=$2 ;;
-        --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2 ;;
+        --instance-type) INSTANCE_TYPE=$2; INSTANCE_SET=1 ;;
+        --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2; INSTANCE_SET=1 ;;
+        --serverless) need_int "$1" "$2"; SERVERLESS_MB=$2 ;;
+        --max-concurrency) need_int "$1" "$2"; MAX_CONCURRENCY=$2 ;;
+        --async) check_s3_uri "$1" "$2"; ASYNC_OUTPUT=${2%/} ;;
+        --sns-success) SNS_SUCCESS=$2 ;;
+        --sns-error) SNS_ERROR=$2 ;;
+        --async-concurrency) need_int "$1" "$2"; ASYNC_CONCURRENCY=$2 ;;
+        --capture) check_s3_uri "$1" "$2"; CAPTURE=${2%/} ;;
+        --capture-percent) need_int "$1" "$2"; CAPTURE_PERCENT=$2 ;;
+        --canary) need_int "$1" "$2"; CANARY=$2 ;;
+        --linear) need_int "$1" "$2"; LINEAR=$2 ;;
+        --bake-seconds) need_int "$1" "$2"; BAKE=$2 ;;
+        --latency-ms) need_int "$1" "$2"; LATENCY_MS=$2 ;;
         --workers) need_int "$1" "$2"; WORKERS=$2 ;;
         --model-server-timeout) need_int "$1" "$2"; SERVER_TIMEOUT=$2 ;;
         --startup-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
@@ -95,6 +125,23 @@ fi
 for t in "$STARTUP_TIMEOUT" "$DOWNLOAD_TIMEOUT"; do
   [[ "$t" == auto ]] || ((t >= 60 && t <= 3600)) || die "--startup-timeout and --download-timeout must be 60-3600"
 done
+if [[ -n "$SERVERLESS_MB" ]]; then
+  ((SERVERLESS_MB >= 1024 && SERVERLESS_MB <= 6144 && SERVERLESS_MB % 1024 == 0)) ||
+    die "--serverless memory must be 1024, 2048, 3072, 4096, 5120 or 6144 MB"
+  ((MAX_CONCURRENCY <= 200)) || die "--max-concurrency must be 1-200"
+  ((!INSTANCE_SET)) || die "--serverless has no instances; drop --instance-type/--instance-count"
+  [[ -z "$ASYNC_OUTPUT$CANARY$LINEAR" ]] ||
+    die "--serverless does not go with --async, --canary or --linear"
+  AMI=none
+fi
+for arn in "$SNS_SUCCESS" "$SNS_ERROR"; do
+  [[ -z "$arn" ]] || [[ "$arn" =~ ^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$ ]] ||
+    die "--sns-success/--sns-error must be SNS topic ARNs, got '$arn'"
+done
+[[ -n "$ASYNC_OUTPUT" || -z "$SNS_SUCCESS$SNS_ERROR" ]] || die "--sns-success/--sns-error go with --async"
+((CAPTURE_PERCENT <= 100)) || die "--capture-percent must be 1-100"
+[[ -z "$CANARY" || -z "$LINEAR" ]] || die "give --canary or --linear, not both"
+((${CANARY:-1} <= 99 && ${LINEAR:-1} <= 99)) || die "--canary/--linear PERCENT must be 1-99"
 if [[ "$AMI" == auto ]]; then
   # Instance families the GPU inference AMIs support; CPU types keep the default AMI.
   if [[ "$INSTANCE_TYPE" =~ ^ml\.(g4dn|g5|g6|g6e|p4d|p4de|p5)\. ]]; then AMI=$GPU_AMI; else AMI=none; fi
@@ -128,8 +175,10 @@ case "$STATUS" in
 esac
 
 if [[ -z "$IMAGE" ]]; then
-  IMAGE="$(default_image)"
-  log "image: $IMAGE (latest in $DEFAULT_REPOSITORY)"
+  TAG_WANTED=latest
+  [[ -z "$SERVERLESS_MB" ]] || TAG_WANTED=latest-cpu # serverless: CPU only, 10 GB image limit
+  IMAGE="$(default_image "$TAG_WANTED")"
+  log "image: $IMAGE ($TAG_WANTED in $DEFAULT_REPOSITORY)"
 fi
 
 if [[ -n "$CHECKPOINT" ]]; then
@@ -169,20 +218,65 @@ log "model $MB MB: startup health check timeout ${STARTUP_TIMEOUT}s, download ti
 SUFFIX="$(resource_suffix)"
 RESOURCE="$NAME-$SUFFIX"
 TAG="Key=flower-endpoint,Value=$NAME" # delete.sh finds resources by name prefix; tag for humans
+ENVIRONMENT="\"MODEL_SERVER_WORKERS\":\"$WORKERS\",\"MODEL_SERVER_TIMEOUT\":\"$SERVER_TIMEOUT\""
+# Asynchronous requests may be far over real-time's 6 MB; the container takes up to 100 MB.
+[[ -z "$ASYNC_OUTPUT" ]] || ENVIRONMENT+=",\"SAGEMAKER_MAX_PAYLOAD_IN_MB\":\"100\""
 CONTAINER="$(printf '{"Image":"%s","ModelDataUrl":"%s","Environment":{%s}}' "$IMAGE" \
-  "$MODEL_DATA" "\"MODEL_SERVER_WORKERS\":\"$WORKERS\",\"MODEL_SERVER_TIMEOUT\":\"$SERVER_TIMEOUT\"")"
+  "$MODEL_DATA" "$ENVIRONMENT")"
 VARIANT="$(printf '{"VariantName":"AllTraffic","ModelName":"%s","InstanceType":"%s",%s%s%s}' \
   "$RESOURCE" "$INSTANCE_TYPE" \
   "\"InitialInstanceCount\":$INSTANCE_COUNT,\"InitialVariantWeight\":1," \
   "\"ContainerStartupHealthCheckTimeoutInSeconds\":$STARTUP_TIMEOUT," \
   "\"ModelDataDownloadTimeoutInSeconds\":$DOWNLOAD_TIMEOUT")"
 [[ "$AMI" == none ]] || VARIANT="${VARIANT%\}},\"InferenceAmiVersion\":\"$AMI\"}"
+if [[ -n "$SERVERLESS_MB" ]]; then
+  VARIANT="{\"VariantName\":\"AllTraffic\",\"ModelName\":\"$RESOURCE\",\"ServerlessConfig\":"
+  VARIANT+="{\"MemorySizeInMB\":$SERVERLESS_MB,\"MaxConcurrency\":$MAX_CONCURRENCY}}"
+fi
+CONFIG_ARGS=()
+if [[ -n "$ASYNC_OUTPUT" ]]; then
+  OUTPUT_CONFIG="\"S3OutputPath\":\"$ASYNC_OUTPUT/output/\",\"S3FailurePath\":\"$ASYNC_OUTPUT/failure/\""
+  if [[ -n "$SNS_SUCCESS$SNS_ERROR" ]]; then
+    NOTIFY="${SNS_SUCCESS:+\"SuccessTopic\":\"$SNS_SUCCESS\"}"
+    [[ -z "$SNS_ERROR" ]] || NOTIFY+="${NOTIFY:+,}\"ErrorTopic\":\"$SNS_ERROR\""
+    OUTPUT_CONFIG+=",\"NotificationConfig\":{$NOTIFY}"
+  fi
+  CONFIG_ARGS+=(--async-inference-config "{\"OutputConfig\":{$OUTPUT_CONFIG},\"ClientConfig\":{\"MaxConcurrentInvocationsPerInstance\":$ASYNC_CONCURRENCY}}")
+fi
+if [[ -n "$CAPTURE" ]]; then
+  CONFIG_ARGS+=(--data-capture-config "{\"EnableCapture\":true,\"InitialSamplingPercentage\":$CAPTURE_PERCENT,\"DestinationS3Uri\":\"$CAPTURE/\",\"CaptureOptions\":[{\"CaptureMode\":\"Input\"},{\"CaptureMode\":\"Output\"}],\"CaptureContentTypeHeader\":{\"JsonContentTypes\":[\"application/json\"]}}")
+fi
 
-log "model and endpoint config: $RESOURCE (instance $INSTANCE_TYPE x$INSTANCE_COUNT, AMI $AMI)"
+if [[ -n "$SERVERLESS_MB" ]]; then
+  log "model and endpoint config: $RESOURCE (serverless, $SERVERLESS_MB MB, concurrency $MAX_CONCURRENCY)"
+else
+  log "model and endpoint config: $RESOURCE (instance $INSTANCE_TYPE x$INSTANCE_COUNT, AMI $AMI)"
+fi
 run aws sagemaker create-model --model-name "$RESOURCE" --execution-role-arn "$ROLE" \
   --primary-container "$CONTAINER" --tags "$TAG" >/dev/null
 run aws sagemaker create-endpoint-config --endpoint-config-name "$RESOURCE" \
-  --production-variants "[$VARIANT]" --tags "$TAG" >/dev/null
+  --production-variants "[$VARIANT]" ${CONFIG_ARGS[@]+"${CONFIG_ARGS[@]}"} --tags "$TAG" >/dev/null
+
+UPDATE_ARGS=()
+if [[ -n "$CANARY$LINEAR" ]]; then
+  # Alarms that roll a guarded update back: 5xx errors, and model latency (microseconds).
+  DIMENSIONS=("Name=EndpointName,Value=$NAME" "Name=VariantName,Value=AllTraffic")
+  run aws cloudwatch put-metric-alarm --alarm-name "$NAME-5xx" --namespace AWS/SageMaker \
+    --metric-name Invocation5XXErrors --dimensions "${DIMENSIONS[@]}" --statistic Sum \
+    --period 60 --evaluation-periods 2 --threshold 1 \
+    --comparison-operator GreaterThanOrEqualToThreshold --treat-missing-data notBreaching
+  run aws cloudwatch put-metric-alarm --alarm-name "$NAME-latency" --namespace AWS/SageMaker \
+    --metric-name ModelLatency --dimensions "${DIMENSIONS[@]}" --statistic Average \
+    --period 60 --evaluation-periods 2 --threshold $((LATENCY_MS * 1000)) \
+    --comparison-operator GreaterThanThreshold --treat-missing-data notBreaching
+  if [[ -n "$CANARY" ]]; then
+    ROUTING="{\"Type\":\"CANARY\",\"CanarySize\":{\"Type\":\"CAPACITY_PERCENT\",\"Value\":$CANARY},\"WaitIntervalInSeconds\":$BAKE}"
+  else
+    ROUTING="{\"Type\":\"LINEAR\",\"LinearStepSize\":{\"Type\":\"CAPACITY_PERCENT\",\"Value\":$LINEAR},\"WaitIntervalInSeconds\":$BAKE}"
+  fi
+  UPDATE_ARGS=(--deployment-config "{\"BlueGreenUpdatePolicy\":{\"TrafficRoutingConfiguration\":$ROUTING,\"TerminationWaitInSeconds\":$BAKE,\"MaximumExecutionTimeoutInSeconds\":$TIMEOUT},\"AutoRollbackConfiguration\":{\"Alarms\":[{\"AlarmName\":\"$NAME-5xx\"},{\"AlarmName\":\"$NAME-latency\"}]}}")
+  [[ -n "$STATUS" ]] || log "note: guardrails apply to updates; this run creates the endpoint"
+fi
 if [[ -z "$STATUS" ]]; then
   log "creating endpoint $NAME"
   run aws sagemaker create-endpoint --endpoint-name "$NAME" --endpoint-config-name "$RESOURCE" \
@@ -190,7 +284,8 @@ if [[ -z "$STATUS" ]]; then
 else
   log "updating endpoint $NAME to $RESOURCE (blue/green; the old fleet serves until the new one is healthy)"
   if ! run aws sagemaker update-endpoint --endpoint-name "$NAME" \
-    --endpoint-config-name "$RESOURCE" >/dev/null 2>"$WORK_DIR/update.err"; then
+    --endpoint-config-name "$RESOURCE" ${UPDATE_ARGS[@]+"${UPDATE_ARGS[@]}"} \
+    >/dev/null 2>"$WORK_DIR/update.err"; then
     die "update-endpoint failed for $NAME: $(last_line "$WORK_DIR/update.err")" \
       "(model and config $RESOURCE were created; endpoint/delete.sh removes them)"
   fi
@@ -199,14 +294,14 @@ fi
 if ((DRY_RUN)); then echo "$NAME"; exit 0; fi
 
 LOGS="/aws/sagemaker/Endpoints/$NAME"
-elapsed=0
-while :; do
-  INFO="$(endpoint_field "$NAME" '[EndpointStatus,EndpointConfigName]')"
-  read -r STATUS CONFIG <<<"$INFO"
-  log "[$(printf '%5d' "$elapsed")s] endpoint $NAME: ${STATUS:-missing}"
-  case "$STATUS" in
+endpoint_ready() {
+  local info status config
+  info="$(endpoint_field "$NAME" '[EndpointStatus,EndpointConfigName]')"
+  read -r status config <<<"$info"
+  POLL_STATUS="${status:-missing}"
+  case "$status" in
     InService)
-      [[ "$CONFIG" == "$RESOURCE" ]] && break
+      [[ "$config" == "$RESOURCE" ]] && return 0
       # SageMaker rolls a failed update back to the old config and reports InService.
       die "update to $RESOURCE was rolled back: $(endpoint_field "$NAME" FailureReason);" \
         "logs: CloudWatch log group $LOGS (region $REGION)" ;;
@@ -215,9 +310,8 @@ while :; do
       die "endpoint $NAME failed: $(endpoint_field "$NAME" FailureReason);" \
         "logs: CloudWatch log group $LOGS (region $REGION)" ;;
   esac
-  ((elapsed < TIMEOUT)) || die "endpoint $NAME not InService after ${TIMEOUT}s (still $STATUS)"
-  sleep "$POLL"
-  elapsed=$((elapsed + POLL))
-done
+  return 1
+}
+poll_until "endpoint $NAME" "$TIMEOUT" "$POLL" endpoint_ready
 log "endpoint $NAME is InService with config $RESOURCE"
 echo "$NAME"

@@ -71,15 +71,17 @@ ecr_registry() {
   echo "${ECR_REGISTRY:-$ACCOUNT_ID.dkr.ecr.$REGION.$domain}"
 }
 
-# default_image: the image tagged latest in $DEFAULT_REPOSITORY (what build_and_push.sh pushes),
-# pinned by digest, so a later push does not change what a model or job runs.
+# default_image [TAG]: the image tagged TAG (default latest; latest-cpu is the CPU variant) in
+# $DEFAULT_REPOSITORY, what build_and_push.sh pushes, pinned by digest, so a later push does
+# not change what a model or job runs.
 default_image() {
-  local digest
+  local digest tag=${1:-latest} how=./build_and_push.sh
+  [[ "$tag" != *-cpu ]] || how="./build_and_push.sh --cpu"
   if ! digest="$(aws ecr describe-images --repository-name "$DEFAULT_REPOSITORY" \
-    --image-ids imageTag=latest --query 'imageDetails[0].imageDigest' --output text \
+    --image-ids "imageTag=$tag" --query 'imageDetails[0].imageDigest' --output text \
     2>"$WORK_DIR/image.err")"; then
-    die "no image tagged latest in ECR repository $DEFAULT_REPOSITORY" \
-      "($(last_line "$WORK_DIR/image.err")); push one with ./build_and_push.sh or pass --image"
+    die "no image tagged $tag in ECR repository $DEFAULT_REPOSITORY" \
+      "($(last_line "$WORK_DIR/image.err")); push one with $how or pass --image"
   fi
   echo "$(ecr_registry)/$DEFAULT_REPOSITORY@$digest"
 }

@@ -152,16 +152,21 @@ def client(emulator: Emulator, service: str):
     )
 
 
-def push_image(emulator, repository: str = "flower-classifier") -> str:
-    """What build_and_push.sh leaves in ECR (Docker cannot run here): an image tagged latest."""
+def push_image(emulator, repository: str = "flower-classifier", tag: str = "latest") -> str:
+    """What build_and_push.sh leaves in ECR (Docker cannot run here): an image tagged `tag`
+    (latest; latest-cpu for --cpu). Returns its digest."""
     ecr = client(emulator, "ecr")
-    ecr.create_repository(repositoryName=repository)
+    try:
+        ecr.create_repository(repositoryName=repository)
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
     manifest = {"schemaVersion": 2, "mediaType":
                 "application/vnd.docker.distribution.manifest.v2+json",
                 "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                           "size": 7023, "digest": "sha256:" + "a" * 64}, "layers": []}
+                           "size": 7023, "digest": "sha256:" + "a" * 64}, "layers": [],
+                "annotations": {"tag": tag}}  # a different manifest, digest per tag
     image = ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
-                          imageTag="latest")["image"]
+                          imageTag=tag)["image"]
     return image["imageId"]["imageDigest"]
 
 

@@ -107,3 +107,18 @@ def transform(job: dict, model: dict, region: str, account: str) -> list[Request
             *logs(region, account, "/aws/sagemaker/TransformJobs",
                   f"{job['TransformJobName']}/i-0123456789abcdef0"),
             *metrics("/aws/sagemaker/TransformJobs")]
+
+
+def endpoint_config_writes(config: dict, endpoint: str) -> list[Request]:
+    """describe-endpoint-config output -> the S3 writes SageMaker makes for async inference
+    (answers and failures, reading the request the client uploaded) and data capture."""
+    found = []
+    if config.get("AsyncInferenceConfig"):
+        out = config["AsyncInferenceConfig"]["OutputConfig"]
+        found += write_object(f"{out['S3OutputPath'].rstrip('/')}/0a1b2c3d.out")
+        found += write_object(f"{out['S3FailurePath'].rstrip('/')}/0a1b2c3d-error.out")
+    if config.get("DataCaptureConfig"):
+        destination = config["DataCaptureConfig"]["DestinationS3Uri"].rstrip("/")
+        found += write_object(f"{destination}/{endpoint}/AllTraffic/2026/12/01/20/"
+                              "20-15-00-000-0a1b2c3d.jsonl")
+    return found

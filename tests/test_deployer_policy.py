@@ -38,6 +38,7 @@ SPECIAL = {
     ("ecr", "get-login-password"): ["ecr:GetAuthorizationToken"],
     ("s3api", "head-bucket"): ["s3:ListBucket"],
     ("s3api", "head-object"): ["s3:GetObject"],
+    ("s3api", "list-objects-v2"): ["s3:ListBucket"],
     ("s3", "mb"): ["s3:CreateBucket"],
     ("s3", "cp"): ["s3:PutObject", "s3:AbortMultipartUpload"],
     ("s3", "sync"): ["s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload"],
