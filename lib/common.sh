@@ -153,8 +153,13 @@ check_endpoint_name() {
     die "--name '$1' must be 1-41 letters, digits or hyphens (not at either end)"
 }
 
-# resource_suffix: "<YYYYmmdd-HHMMSS>-<4 hex>", the suffix of every model, config and job name.
-resource_suffix() { echo "$(date -u +%Y%m%d-%H%M%S)-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"; }
+# resource_suffix [short]: "<YYYYmmdd-HHMMSS>-<4 hex>", the suffix of every model, config and
+# job name; short: "<mmddHHMMSS>-<4 hex>" for tuning jobs, whose names have 32 characters.
+resource_suffix() {
+  local format=%Y%m%d-%H%M%S
+  [[ "${1:-}" != short ]] || format=%m%d%H%M%S
+  echo "$(date -u +"$format")-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+}
 
 # Models and endpoint configs are named "<endpoint>-<YYYYmmdd-HHMMSS>-<4 hex>".
 owned_name_regex() { echo "^$1-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}\$"; }
@@ -166,6 +171,81 @@ content_type_of_names() {
   types="$(awk '{k = tolower($0)} k ~ /\.jpe?g$/ {print "image/jpeg"; next}
     k ~ /\.png$/ {print "image/png"; next} {print "application/x-image"}' | sort -u)"
   if [[ -z "$types" || "$types" == *$'\n'* ]]; then echo application/x-image; else echo "$types"; fi
+}
+
+# ---- Training jobs (train/) ---------------------------------------------------------------
+
+# Metric definitions: regexes over the line container/flower_serving/training.py prints after
+# each epoch, "epoch 3/10: train loss 0.4211, validation loss 0.3120, top-1 91.2%, top-5 98.9%".
+# shellcheck disable=SC2034  # read by train/sagemaker_train.sh and train/tune.sh
+TRAINING_METRICS='[{"Name":"train:loss","Regex":"epoch [0-9]+/[0-9]+: train loss ([0-9.]+)"},{"Name":"validation:loss","Regex":"validation loss ([0-9.]+)"},{"Name":"validation:accuracy","Regex":"top-1 ([0-9.]+)%"},{"Name":"validation:top5","Regex":"top-5 ([0-9.]+)%"}]'
+
+# algorithm_specification IMAGE: the image's `train` in File mode, with TRAINING_METRICS.
+algorithm_specification() {
+  echo "{\"TrainingImage\":\"$1\",\"TrainingInputMode\":\"File\",\"MetricDefinitions\":$TRAINING_METRICS}"
+}
+
+# input_channels S3_PREFIX: the train and valid channels under S3_PREFIX, as InputDataConfig.
+input_channels() {
+  local name out=""
+  for name in train valid; do
+    out+="${out:+,}{\"ChannelName\":\"$name\",\"DataSource\":{\"S3DataSource\":"
+    out+="{\"S3DataType\":\"S3Prefix\",\"S3Uri\":\"$1/$name/\","
+    out+="\"S3DataDistributionType\":\"FullyReplicated\"}}}"
+  done
+  echo "[$out]"
+}
+
+# hyperparameters_json K=V,...: a JSON object of strings; names are checked against the
+# container's own (flower_serving.sagemaker_training) before any job starts.
+hyperparameters_json() {
+  "${PYTHON:-python3}" - "$1" "$(dirname "${BASH_SOURCE[0]}")/../container" <<'PY'
+import json, re, sys
+sys.path.insert(0, sys.argv[2])
+from flower_serving.sagemaker_training import ALLOWED, FLAGS
+values = {}
+for pair in (p for p in sys.argv[1].split(",") if p):
+    key, sep, value = pair.partition("=")
+    if not sep or not re.fullmatch(r"[a-z_]+", key) or not value:
+        sys.exit(f"error: --hyperparameters wants k=v,k=v; got {pair!r}")
+    if key not in ALLOWED + FLAGS:
+        sys.exit(f"error: unknown hyperparameter {key!r}; accepted: {', '.join(ALLOWED + FLAGS)}")
+    values[key] = value
+print(json.dumps(values))
+PY
+}
+
+# check_training_data DATA: an s3:// prefix, or a folder with train/ and valid/ class folders.
+check_training_data() {
+  if [[ "$1" == s3://* ]]; then
+    check_s3_uri --data "$1"
+  else
+    [[ -d "$1/train" && -d "$1/valid" ]] ||
+      die "--data '$1' must hold train/<class>/ and valid/<class>/ image folders"
+  fi
+}
+
+# training_channels DATA S3_PREFIX DRY_RUN: print the S3 prefix holding train/ and valid/. An
+# s3:// DATA is used as it is; a folder is synced to S3_PREFIX (only new or changed files),
+# with its cat_to_name.json as train/cat_to_name.json, where the container looks for it.
+training_channels() {
+  local data=$1 prefix=$2 dry_run=$3 channel
+  if [[ "$data" == s3://* ]]; then echo "${data%/}"; return 0; fi
+  check_s3_uri --output "$prefix"
+  aws s3api head-bucket --bucket "$S3_BUCKET" >/dev/null 2>"$WORK_DIR/head.err" ||
+    die "bucket '$S3_BUCKET' is missing or not accessible ($(last_line "$WORK_DIR/head.err"))"
+  for channel in train valid; do
+    if ((dry_run)); then
+      log "would sync $data/$channel to $prefix/$channel/"
+    else
+      log "syncing $data/$channel to $prefix/$channel/"
+      aws s3 sync --only-show-errors "$data/$channel" "$prefix/$channel" >&2
+    fi
+  done
+  if [[ -f "$data/cat_to_name.json" ]] && ((!dry_run)); then
+    aws s3 cp --only-show-errors "$data/cat_to_name.json" "$prefix/train/cat_to_name.json" >&2
+  fi
+  echo "$prefix"
 }
 
 # ---- Docker (local_test/) ----------------------------------------------------------------

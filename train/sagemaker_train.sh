@@ -38,13 +38,6 @@ Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL; PYTHON checks the hyperpar
 USAGE
 }
 
-# Regexes over the lines container/flower_serving/training.py prints once per epoch:
-#   epoch 3/10: train loss 0.4211, validation loss 0.3120, top-1 91.2%, top-5 98.9%
-METRICS='[{"Name":"train:loss","Regex":"epoch [0-9]+/[0-9]+: train loss ([0-9.]+)"},
-{"Name":"validation:loss","Regex":"validation loss ([0-9.]+)"},
-{"Name":"validation:accuracy","Regex":"top-1 ([0-9.]+)%"},
-{"Name":"validation:top5","Regex":"top-5 ([0-9.]+)%"}]'
-
 NAME=$DEFAULT_ENDPOINT_NAME DATA="" IMAGE="" ROLE="" OUTPUT="" HYPER="" INSTANCE_TYPE=ml.g4dn.xlarge
 VOLUME=30 MAX_RUNTIME=86400 SPOT=0 CHECKPOINT_S3="" MAX_WAIT="" WAIT=0 TIMEOUT=86400 POLL=30
 DRY_RUN=0
@@ -79,36 +72,15 @@ done
 check_endpoint_name "$NAME"
 [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
   die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
-if [[ "$DATA" == s3://* ]]; then
-  check_s3_uri --data "$DATA"
-else
-  [[ -d "$DATA/train" && -d "$DATA/valid" ]] ||
-    die "--data '$DATA' must hold train/<class>/ and valid/<class>/ image folders"
-fi
+check_training_data "$DATA"
 [[ -z "$OUTPUT" ]] || check_s3_uri --output "$OUTPUT"
 [[ -z "$CHECKPOINT_S3" ]] || check_s3_uri --checkpoint-s3 "$CHECKPOINT_S3"
 ((SPOT)) || [[ -z "$CHECKPOINT_S3$MAX_WAIT" ]] || die "--checkpoint-s3 and --max-wait go with --spot"
 MAX_WAIT=${MAX_WAIT:-$((2 * MAX_RUNTIME))}
 ((!SPOT || MAX_WAIT >= MAX_RUNTIME)) || die "--max-wait must be at least --max-runtime"
 
-# Hyperparameters k=v,... -> a JSON object of strings, checked against the container's names.
 make_work_dir
-HYPER_JSON="$("${PYTHON:-python3}" - "$HYPER" "$HERE/../container" <<'PY'
-import json, re, sys
-sys.path.insert(0, sys.argv[2])
-from flower_serving.sagemaker_training import ALLOWED, FLAGS
-pairs = [p for p in sys.argv[1].split(",") if p]
-values = {}
-for pair in pairs:
-    key, sep, value = pair.partition("=")
-    if not sep or not re.fullmatch(r"[a-z_]+", key) or not value:
-        sys.exit(f"error: --hyperparameters wants k=v,k=v; got {pair!r}")
-    if key not in ALLOWED + FLAGS:
-        sys.exit(f"error: unknown hyperparameter {key!r}; accepted: {', '.join(ALLOWED + FLAGS)}")
-    values[key] = value
-print(json.dumps(values))
-PY
-)" || exit 1
+HYPER_JSON="$(hyperparameters_json "$HYPER")"
 
 check_credentials
 ROLE="${ROLE:-$(default_role)}"
@@ -116,36 +88,14 @@ check_role "$ROLE"
 IMAGE="${IMAGE:-$(default_image)}"
 OUTPUT="${OUTPUT:-s3://$(default_bucket)/$DEFAULT_PREFIX/training}"
 check_s3_uri --output "$OUTPUT"
-OUTPUT_BUCKET="$S3_BUCKET"
 
-if [[ "$DATA" == s3://* ]]; then
-  CHANNELS="${DATA%/}"
-else
-  CHANNELS="$OUTPUT/data/$NAME"
-  aws s3api head-bucket --bucket "$OUTPUT_BUCKET" >/dev/null 2>"$WORK_DIR/head.err" ||
-    die "bucket '$OUTPUT_BUCKET' is missing or not accessible ($(last_line "$WORK_DIR/head.err"))"
-  for channel in train valid; do
-    if ((DRY_RUN)); then
-      log "would sync $DATA/$channel to $CHANNELS/$channel/"
-    else
-      log "syncing $DATA/$channel to $CHANNELS/$channel/"
-      aws s3 sync --only-show-errors "$DATA/$channel" "$CHANNELS/$channel" >&2
-    fi
-  done
-  if [[ -f "$DATA/cat_to_name.json" ]] && ((!DRY_RUN)); then
-    aws s3 cp --only-show-errors "$DATA/cat_to_name.json" "$CHANNELS/train/cat_to_name.json" >&2
-  fi
-fi
+CHANNELS="$(training_channels "$DATA" "$OUTPUT/data/$NAME" "$DRY_RUN")"
 
 JOB="$NAME-$(resource_suffix)"
-channel() {
-  printf '{"ChannelName":"%s","DataSource":{"S3DataSource":{"S3DataType":"S3Prefix",%s' "$1" \
-    "\"S3Uri\":\"$CHANNELS/$1/\",\"S3DataDistributionType\":\"FullyReplicated\"}}}"
-}
 ARGS=(--training-job-name "$JOB" --role-arn "$ROLE"
-  --algorithm-specification "{\"TrainingImage\":\"$IMAGE\",\"TrainingInputMode\":\"File\",\"MetricDefinitions\":${METRICS//$'\n'/}}"
+  --algorithm-specification "$(algorithm_specification "$IMAGE")"
   --hyper-parameters "$HYPER_JSON"
-  --input-data-config "[$(channel train),$(channel valid)]"
+  --input-data-config "$(input_channels "$CHANNELS")"
   --output-data-config "{\"S3OutputPath\":\"$OUTPUT\"}"
   --resource-config "{\"InstanceType\":\"$INSTANCE_TYPE\",\"InstanceCount\":1,\"VolumeSizeInGB\":$VOLUME}"
   --tags "Key=flower-training,Value=$NAME")
