@@ -173,3 +173,34 @@ def test_local_batch_transform_arguments(tmp_path):
     assert result.returncode != 0 and "must not be INPUT_DIR or under it" in result.stderr
     result = local_transform("--help")
     assert result.returncode == 0 and result.stdout.startswith("Usage:")
+
+
+def test_responses_carry_content_length(server):
+    """Async inference and Batch Transform read whole answers: every response says its size."""
+    import requests
+
+    photo = (PAYLOADS / "rose.jpg").read_bytes()
+    answers = [requests.get(server.url + "/ping", timeout=10),
+               server.post(photo, "image/jpeg"),
+               server.post(b"not an image", "image/jpeg"),
+               requests.get(server.url + "/execution-parameters", timeout=10)]
+    assert [a.status_code for a in answers] == [200, 200, 400, 200]
+    for answer in answers:
+        assert "chunked" not in answer.headers.get("Transfer-Encoding", "")
+        assert int(answer.headers["Content-Length"]) == len(answer.content)
+
+
+def test_container_honours_the_transform_job_environment(tmp_path):
+    env = {"SAGEMAKER_BATCH": "true", "SAGEMAKER_BATCH_STRATEGY": "MULTI_RECORD",
+           "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2"}
+    import requests
+
+    with ServerProcess(MODEL_DIR, env=env, log_path=tmp_path / "serve.log") as proc:
+        proc.wait_ready(timeout=300)
+        params = requests.get(proc.url + "/execution-parameters", timeout=10).json()
+    assert params == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD",
+                      "MaxPayloadInMB": 2}
+    with ServerProcess(MODEL_DIR, env={"SAGEMAKER_BATCH_STRATEGY": "EVERYTHING"},
+                       log_path=tmp_path / "bad.log") as proc:
+        assert proc.wait_exit(timeout=120) == 2
+        assert "SAGEMAKER_BATCH_STRATEGY='EVERYTHING' is invalid" in proc.log
