@@ -21,7 +21,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     push_image,
     run_script,
 )
-from aws_requests import parse_recording
+from aws_requests import parse_recording, to_requests
 from iam_policy import denied
 from sagemaker_requests import endpoint_config_writes, hosting
 
@@ -216,3 +216,46 @@ def test_client_checks_the_serverless_payload_limit(aws_env, moto_server, monkey
     small = b"0" * (4 * 1024 * 1024 - 1)
     assert endpoint_client.predict("flowers", small, content_type="image/jpeg",
                                    serverless=True) == {"predictions": []}
+
+
+def test_client_async_uploads_invokes_and_waits(aws_env, account, tmp_path):
+    """client.py --async: the photo goes to S3 as it is, invoke_endpoint_async names it, and the
+    answer is read from the output location (moto writes its canned answer there)."""
+    import subprocess
+    import sys
+
+    from aws_emulator import REPO
+
+    client(account, "s3").create_bucket(Bucket=BUCKET)
+    answer = {"predictions": [{"class": "74", "label": "rose", "probability": 0.9}]}
+    account._post("/moto-api/static/sagemaker/async-endpoint-results", {
+        "results": [{"data": json.dumps(answer)},
+                    {"is_failure": True, "data": "model failed on it"}]})
+    photo = REPO / "local_test" / "payloads" / "rose.jpg"
+    prefix = f"s3://{BUCKET}/flower-classifier/async/input"
+
+    def run_client(*extra):
+        return subprocess.run([sys.executable, str(REPO / "endpoint" / "client.py"), "flowers",
+                               str(photo), "--async", prefix, *extra], env=aws_env,
+                              capture_output=True, text=True, timeout=120)
+
+    result = run_client("--top-k", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == answer
+    calls = [c for c in parse_recording(account.recording()) if c.access_key == SCRIPT_KEY]
+    requests = [r for c in calls for r in to_requests(c, ACCOUNT_ID)]
+    assert "sagemaker:InvokeEndpointAsync" in {r.action for r in requests}
+    # The deployer may do all of it (moto answers from a bucket of its own, left out here).
+    deployer = [json.loads(run_script("iam/render_policy.sh", "iam/deployer-policy.json",
+                                      env=aws_env).stdout)]
+    ours = [r for r in requests if not r.resource.startswith("arn:aws:s3:::sagemaker-output-")]
+    assert denied(deployer, ours) == []
+    uploads = client(account, "s3").list_objects_v2(
+        Bucket=BUCKET, Prefix="flower-classifier/async/input/")["Contents"]
+    assert len(uploads) == 1 and uploads[0]["Key"].endswith(".jpg")
+    body = client(account, "s3").get_object(Bucket=BUCKET, Key=uploads[0]["Key"])["Body"].read()
+    assert body == photo.read_bytes()  # sent as it is: the 6 MB real-time limit is not in play
+
+    failed = run_client()
+    assert failed.returncode == 1 and "the endpoint failed on" in failed.stderr
+    assert "model failed on it" in failed.stderr

@@ -50,6 +50,14 @@ DOCKER_PUSH = ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
                "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
                "ecr:BatchGetImage"]
 ADMIN_KEY = "testing"  # the administrator who runs iam/create_role.sh once
+# boto3 calls of endpoint/client.py (client variable . method) -> IAM action.
+BOTO3_CALL = re.compile(r"\b(?:runtime|s3)\.(\w+)\(")
+BOTO3_ACTIONS = {
+    "invoke_endpoint": "sagemaker:InvokeEndpoint",
+    "invoke_endpoint_async": "sagemaker:InvokeEndpointAsync",
+    "put_object": "s3:PutObject",
+    "get_object": "s3:GetObject",
+}
 CLI_CALL = re.compile(r"\baws\s+([a-z0-9-]+)\s+([a-z0-9-]+)")
 
 
@@ -79,6 +87,10 @@ def script_actions() -> dict[str, set[str]]:
         if "docker push" in text:
             for action in DOCKER_PUSH:
                 found.setdefault(action, set()).add(source)
+    client_py = (REPO / "endpoint" / "client.py").read_text()
+    for method in BOTO3_CALL.findall(client_py):
+        assert method in BOTO3_ACTIONS, f"endpoint/client.py calls {method}: map it to IAM"
+        found.setdefault(BOTO3_ACTIONS[method], set()).add("endpoint/client.py")
     return found
 
 
