@@ -5,12 +5,17 @@ set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: ./build_and_push.sh [--no-push] [--help] [IMAGE_NAME] [TAG]
+Usage: ./build_and_push.sh [--cpu] [--no-push | --dry-run] [--help] [IMAGE_NAME] [TAG]
 
-  IMAGE_NAME  ECR repository / image name (default: flower-classifier)
+  IMAGE_NAME  ECR repository / image name (default: $DEFAULT_REPOSITORY, lib/common.sh)
   TAG         immutable tag (default: git short SHA, with -dirty for uncommitted changes);
               'latest' is always tagged and pushed too
   --no-push   only build and tag locally (no AWS calls); prints the local image name
+  --cpu       the CPU-only variant (--build-arg VARIANT=cpu), tagged TAG-cpu and latest-cpu,
+              for CPU instances and serverless endpoints (deploy.sh --serverless); the build
+              fails if the image is over serverless inference's 10 GB limit
+  --dry-run   no Docker and no changes: look up account and region and print the image URI
+              a real run would push (what deploy.sh --image takes)
   --help      show this help
 
 Steps: account via 'aws sts get-caller-identity'; region from AWS_REGION, AWS_DEFAULT_REGION
@@ -29,23 +34,25 @@ Environment:
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
-push=1
+push=1 dry_run=0 cpu=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --no-push) push=0 ;;
+        --dry-run) dry_run=1 ;;
+        --cpu) cpu=1 ;;
         -*) usage >&2; die "unknown option: $arg" ;;
         *) args+=("$arg") ;;
     esac
 done
 ((${#args[@]} <= 2)) || { usage >&2; die "too many arguments"; }
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-name=${args[0]:-flower-classifier}
+name=${args[0]:-$DEFAULT_REPOSITORY}
 tag=${args[1]:-}
 if [[ -z $tag ]]; then
     tag=$(git -C "$here" rev-parse --short HEAD 2>/dev/null) ||
@@ -54,34 +61,37 @@ if [[ -z $tag ]]; then
 fi
 [[ $tag != latest ]] || die "TAG must be immutable (e.g. a version or git SHA), not 'latest'"
 read -r -a build_args <<<"${BUILD_ARGS:-}"
+latest=latest
+if ((cpu)); then
+    build_args+=(--build-arg VARIANT=cpu)
+    tag=$tag-cpu latest=latest-cpu
+fi
 
-command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
-docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+if ((dry_run)); then
+    ((push)) || die "--dry-run and --no-push do not go together"
+    check_credentials
+    echo "$(ecr_registry)/$name:$tag"
+    exit 0
+fi
+require_docker
 
 registry=local
 if ((push)); then
-    command -v aws >/dev/null 2>&1 || die "AWS CLI not found on PATH; install it (https://aws.amazon.com/cli/)"
     log "1/7 account and region"
-    region=${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region 2>/dev/null || true)}}
-    [[ -n $region ]] || die "no AWS region; set AWS_REGION or a region in your AWS profile"
-    aws_() { aws --region "$region" ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} "$@"; }
-    account=$(aws_ sts get-caller-identity --query Account --output text) ||
-        die "no usable AWS credentials (aws sts get-caller-identity failed); run 'aws configure' or set AWS_PROFILE"
-    domain=amazonaws.com
-    [[ $region != cn-* ]] || domain=amazonaws.com.cn
-    registry=${ECR_REGISTRY:-$account.dkr.ecr.$region.$domain}
-    log "account $account, region $region, registry $registry"
+    check_credentials
+    registry=$(ecr_registry)
+    log "account $ACCOUNT_ID, region $REGION, registry $registry"
 
     log "2/7 ECR repository $name"
-    if ! aws_ ecr describe-repositories --repository-names "$name" >/dev/null 2>&1; then
-        aws_ ecr create-repository --repository-name "$name" \
+    if ! aws ecr describe-repositories --repository-names "$name" >/dev/null 2>&1; then
+        aws ecr create-repository --repository-name "$name" \
             --image-scanning-configuration scanOnPush=true >/dev/null ||
             die "could not create ECR repository $name"
         log "created repository $name (scan on push)"
     fi
 
     log "3/7 docker login $registry"
-    aws_ ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2 ||
+    aws ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2 ||
         die "docker login to $registry failed"
     image=$registry/$name
 else
@@ -90,13 +100,19 @@ fi
 
 log "4/7 docker build ($image:$tag, ${PLATFORM:-linux/amd64})"
 docker build --platform "${PLATFORM:-linux/amd64}" "${build_args[@]}" \
-    -t "$image:$tag" -t "$image:latest" -f "$here/Dockerfile" "$here" >&2 || die "docker build failed"
-log "5/7 tagged $image:$tag and $image:latest"
+    -t "$image:$tag" -t "$image:$latest" -f "$here/Dockerfile" "$here" >&2 || die "docker build failed"
+log "5/7 tagged $image:$tag and $image:$latest"
+if ((cpu)); then
+    size=$(docker image inspect --format '{{.Size}}' "$image:$tag")
+    ((size <= 10 * 1024 * 1024 * 1024)) ||
+        die "image $image:$tag is $((size / 1024 / 1024)) MiB, over serverless inference's 10 GB limit"
+    log "image size $((size / 1024 / 1024)) MiB (serverless limit 10 GB)"
+fi
 
 if ((push)); then
     log "6/7 docker push"
     docker push "$image:$tag" >&2 || die "docker push $image:$tag failed"
-    docker push "$image:latest" >&2 || die "docker push $image:latest failed"
+    docker push "$image:$latest" >&2 || die "docker push $image:$latest failed"
 else
     log "6/7 push skipped (--no-push)"
 fi

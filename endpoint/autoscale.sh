@@ -3,12 +3,12 @@
 # variant on SageMakerVariantInvocationsPerInstance (idempotent: re-running updates it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/common.sh
-source "$HERE/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") --name NAME [--min 1] [--max 4] [--target 100]
+Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] [--min 1] [--max 4] [--target 100]
          [--scale-in-cooldown 300] [--scale-out-cooldown 60]
 Scale endpoint NAME between --min and --max instances, aiming at --target invocations per
 instance per minute. endpoint/delete.sh removes the scaling target. Honours AWS_REGION,
@@ -16,7 +16,7 @@ AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-NAME="" MIN=1 MAX=4 TARGET=100 SCALE_IN=300 SCALE_OUT=60
+NAME=$DEFAULT_ENDPOINT_NAME MIN=1 MAX=4 TARGET=100 SCALE_IN=300 SCALE_OUT=60
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -34,7 +34,6 @@ while [[ $# -gt 0 ]]; do
     *) die "unexpected argument '$1' (see --help)" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name is required (see --help)"
 check_endpoint_name "$NAME"
 ((MIN <= MAX)) || die "--min ($MIN) must not exceed --max ($MAX)"
 check_credentials

@@ -22,6 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
 REPO = Path(__file__).resolve().parents[1]
+SERVERLESS_PAYLOAD_LIMIT = 4 * 1024 * 1024  # ... and over 4 MB on a serverless endpoint
+ASYNC_PAYLOAD_LIMIT = 1024**3  # invoke_endpoint_async takes inputs up to 1 GB in S3
 RETRY_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=70
 )
@@ -75,10 +77,12 @@ def predict(
     content_type: str | None = None,
     client: Any = None,
     max_side: int | None = None,
+    serverless: bool = False,
 ) -> dict[str, Any]:
     """Classify one image; returns the endpoint's JSON, e.g. {"predictions": [...]}.
 
-    `max_side` sends the image downscaled (see shrink()). Region (AWS_REGION too), profile
+    `max_side` sends the image downscaled (see shrink()); `serverless` checks the 4 MB limit of
+    serverless endpoints instead of the 6 MB one. Region (AWS_REGION too), profile
     and AWS_ENDPOINT_URL come from the boto3 configuration.
     """
     if isinstance(image_path_or_bytes, bytes):
@@ -93,7 +97,7 @@ def predict(
             raise ValueError(f"max_side must be a positive integer, got {max_side}")
         data, shrunk_type = shrink(data, max_side)
         content_type = shrunk_type or content_type
-    problem = too_large(len(data))
+    problem = too_large(len(data), serverless)
     if problem:
         raise ValueError(f"{problem}; send it downscaled with max_side (--max-side), e.g. 2048")
     attributes = f"top_k={top_k}" if top_k is not None else None
@@ -102,9 +106,12 @@ def predict(
     return json.loads(body)
 
 
-def too_large(size: int) -> str | None:
-    if size > PAYLOAD_LIMIT:
-        return f"the image is {size / 2**20:.1f} MB, over invoke_endpoint's 6 MB limit"
+def too_large(size: int, serverless: bool = False) -> str | None:
+    """Why `size` bytes cannot be sent to the endpoint, or None."""
+    limit = SERVERLESS_PAYLOAD_LIMIT if serverless else PAYLOAD_LIMIT
+    if size > limit:
+        kind = "a serverless endpoint's" if serverless else "invoke_endpoint's"
+        return f"the image is {size / 2**20:.1f} MB, over {kind} {limit // 2**20} MB limit"
     return None
 
 
@@ -242,6 +249,62 @@ def page_main(argv: list[str]) -> int:
     return 0
 
 
+def predict_async(
+    endpoint_name: str,
+    image_path: str | Path,
+    input_prefix: str,
+    top_k: int | None = None,
+    content_type: str | None = None,
+    timeout: float = 900.0,
+    poll_seconds: float = 5.0,
+) -> dict[str, Any]:
+    """Classify one image with an asynchronous endpoint (deploy.sh --async): upload it under
+    `input_prefix` (s3://BUCKET/PREFIX), call invoke_endpoint_async, wait for the answer in S3.
+    Inputs may be up to 1 GB, so phone photos go as they are."""
+    import time
+    import uuid
+
+    path = Path(image_path)
+    data = path.read_bytes()
+    if len(data) > ASYNC_PAYLOAD_LIMIT:
+        raise ValueError(f"the image is {len(data) / 2**30:.1f} GB, over the 1 GB async limit")
+    bucket, _, prefix = input_prefix.removeprefix("s3://").partition("/")
+    if not input_prefix.startswith("s3://") or not bucket:
+        raise ValueError(f"input_prefix must be s3://BUCKET/PREFIX, got {input_prefix!r}")
+    region = os.environ.get("AWS_REGION") or None
+    s3 = boto3.client("s3", region_name=region, config=RETRY_CONFIG)
+    runtime = boto3.client("sagemaker-runtime", region_name=region, config=RETRY_CONFIG)
+    key = f"{prefix.strip('/')}/{uuid.uuid4().hex}{path.suffix.lower()}".lstrip("/")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    kwargs: dict[str, Any] = {
+        "EndpointName": endpoint_name,
+        "InputLocation": f"s3://{bucket}/{key}",
+        "ContentType": content_type or guess_content_type(data, str(path)),
+        "Accept": "application/json",
+    }
+    if top_k is not None:
+        kwargs["CustomAttributes"] = f"top_k={top_k}"
+    response = runtime.invoke_endpoint_async(**kwargs)
+    deadline = time.monotonic() + timeout
+    while True:
+        for location, failed in ((response["OutputLocation"], False),
+                                 (response.get("FailureLocation"), True)):
+            if not location:
+                continue
+            out_bucket, _, out_key = location.removeprefix("s3://").partition("/")
+            try:
+                body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                continue
+            if failed:
+                raise RuntimeError(f"the endpoint failed on {kwargs['InputLocation']}: "
+                                   f"{body.decode(errors='replace')[:500]}")
+            return json.loads(body)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer at {response['OutputLocation']} after {timeout:g} s")
+        time.sleep(poll_seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["page"]:
@@ -262,10 +325,21 @@ def main(argv: list[str] | None = None) -> int:
         help="send the image downscaled to at most this many pixels on its "
         "longer side (e.g. 1024 for phone photos)",
     )
+    parser.add_argument("--serverless", action="store_true",
+                        help="the endpoint is serverless: check its 4 MB payload limit")
+    parser.add_argument("--async", dest="async_prefix", metavar="S3_PREFIX", default=None,
+                        help="the endpoint is asynchronous (deploy.sh --async): upload the "
+                        "image under S3_PREFIX, invoke it and wait for the answer")
     args = parser.parse_args(argv)
     try:
+        if args.async_prefix:
+            result = predict_async(args.endpoint_name, args.image, args.async_prefix,
+                                   args.top_k, args.content_type)
+            print(json.dumps(result, indent=2))
+            return 0
         result = predict(
-            args.endpoint_name, args.image, args.top_k, args.content_type, max_side=args.max_side
+            args.endpoint_name, args.image, args.top_k, args.content_type, max_side=args.max_side,
+            serverless=args.serverless,
         )
     except Exception as exc:  # noqa: BLE001 - a CLI reports any failure as one line
         print(f"error: {exc}", file=sys.stderr)

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Deletes a flower classifier endpoint with all its endpoint configs and models (named
-# NAME-<timestamp>-<rand> by deploy.sh) and its autoscaling target, and waits until they are gone.
+# NAME-<timestamp>-<rand> by deploy.sh), its autoscaling target and rollback alarms, and waits.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/common.sh
-source "$HERE/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") --name NAME [--timeout 900] [--poll-seconds 10]
-Delete endpoint NAME, its autoscaling target, every endpoint config and model deploy.sh made
-for it, and wait until the endpoint is gone. Succeeds if there is nothing to delete.
+Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] [--timeout 900] [--poll-seconds 10]
+Delete endpoint NAME, its autoscaling target, its rollback alarms NAME-5xx and NAME-latency,
+every endpoint config and model deploy.sh made for it, and wait until the endpoint is gone. Succeeds if there is nothing to delete.
 Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-NAME="" TIMEOUT=900 POLL=10
+NAME=$DEFAULT_ENDPOINT_NAME TIMEOUT=900 POLL=10
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -25,7 +25,6 @@ while [[ $# -gt 0 ]]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name is required (see --help)"
 check_endpoint_name "$NAME"
 check_credentials
 
@@ -48,6 +47,14 @@ if [[ -n "$(aws application-autoscaling describe-scalable-targets --service-name
   log "deregistering autoscaling target $RESOURCE_ID"
   aws application-autoscaling deregister-scalable-target --service-namespace sagemaker \
     --resource-id "$RESOURCE_ID" --scalable-dimension sagemaker:variant:DesiredInstanceCount
+fi
+
+# The rollback alarms deploy.sh --canary/--linear made.
+read -r -a ALARMS <<<"$(aws cloudwatch describe-alarms --alarm-names "$NAME-5xx" "$NAME-latency" \
+  --query 'MetricAlarms[].AlarmName' --output text)"
+if [[ ${#ALARMS[@]} -gt 0 && "${ALARMS[0]}" != None ]]; then
+  log "deleting alarms ${ALARMS[*]}"
+  aws cloudwatch delete-alarms --alarm-names "${ALARMS[@]}"
 fi
 
 if [[ -n "$CURRENT" ]]; then

@@ -3,12 +3,12 @@
 # aws sagemaker-runtime invoke-endpoint and prints the JSON predictions.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/common.sh
-source "$HERE/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") --name NAME IMAGE_FILE [--top-k K] [--content-type TYPE]
+Usage: $(basename "$0") [--name $DEFAULT_ENDPOINT_NAME] IMAGE_FILE [--top-k K] [--content-type TYPE]
 Classify IMAGE_FILE (.jpg/.jpeg/.png; other names need --content-type image/jpeg|image/png|
 application/x-image) with endpoint NAME and print the JSON response. --top-k K asks the
 container for K classes (custom attribute top_k=K). Honours AWS_REGION, AWS_PROFILE and
@@ -18,7 +18,7 @@ AWS_ENDPOINT_URL. The same call by hand:
 USAGE
 }
 
-NAME="" IMAGE="" TOP_K="" CONTENT_TYPE=""
+NAME=$DEFAULT_ENDPOINT_NAME IMAGE="" TOP_K="" CONTENT_TYPE=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -29,7 +29,6 @@ while [[ $# -gt 0 ]]; do
     *) [[ -z "$IMAGE" ]] || die "only one IMAGE_FILE expected, got '$1' too"; IMAGE=$1; shift ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name is required (see --help)"
 [[ -n "$IMAGE" ]] || die "IMAGE_FILE is required (see --help)"
 [[ -f "$IMAGE" && -r "$IMAGE" ]] || die "image file '$IMAGE' not found or not readable"
 if [[ -z "$CONTENT_TYPE" ]]; then

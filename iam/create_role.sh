@@ -3,22 +3,22 @@
 # trust policy from iam/trust-policy.json, inline least-privilege policy; prints the role ARN last.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/../endpoint/common.sh
-source "$HERE/../endpoint/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 POLICY_NAME=flower-classifier-execution
 usage() {
   cat <<USAGE
 Usage: $(basename "$0") [ROLE_NAME] [--bucket BUCKET] [--prefix PREFIX] [--repository REPO]
-Create the SageMaker execution role ROLE_NAME (default SageMakerFlowerClassifierRole), or
+Create the SageMaker execution role ROLE_NAME (default $DEFAULT_ROLE_NAME), or
 update an existing one, and print its ARN as the last line. The role may pull from ECR
-repository REPO (default sagemaker-flower-classifier), read and write s3://BUCKET/PREFIX/
-(defaults sagemaker-\$REGION-\$ACCOUNT_ID and flower-classifier) and write CloudWatch logs
-and metrics. Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
+repository REPO (default $DEFAULT_REPOSITORY, where build_and_push.sh pushes), read and write
+s3://BUCKET/PREFIX/ (defaults sagemaker-\$REGION-\$ACCOUNT_ID and $DEFAULT_PREFIX) and write
+CloudWatch logs and metrics. Pass the same --repository as build_and_push.sh's IMAGE_NAME. Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
-ROLE_NAME=SageMakerFlowerClassifierRole
+ROLE_NAME=$DEFAULT_ROLE_NAME
 render_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -3,24 +3,23 @@
 # account and region; used by create_role.sh and to hand iam/deployer-policy.json to an admin.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=SCRIPTDIR/../endpoint/common.sh
-source "$HERE/../endpoint/common.sh"
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$HERE/../lib/common.sh"
 
 usage() {
   cat <<USAGE
 Usage: $(basename "$0") TEMPLATE.json [--role-name NAME] [--bucket BUCKET] [--prefix PREFIX]
                          [--repository REPO]
 Fill \${PARTITION} \${ACCOUNT_ID} \${REGION} \${REPOSITORY} \${BUCKET} \${PREFIX} \${ROLE_NAME}
-in TEMPLATE.json and print it. Defaults: --role-name $DEFAULT_ROLE_NAME,
---repository sagemaker-flower-classifier, --bucket sagemaker-\$REGION-\$ACCOUNT_ID,
---prefix flower-classifier.
+in TEMPLATE.json and print it. Defaults (lib/common.sh): --role-name $DEFAULT_ROLE_NAME,
+--repository $DEFAULT_REPOSITORY (what build_and_push.sh pushes to),
+--bucket sagemaker-\$REGION-\$ACCOUNT_ID, --prefix $DEFAULT_PREFIX.
 Example: $(basename "$0") iam/deployer-policy.json > deployer-policy.rendered.json
 USAGE
 }
 
-DEFAULT_ROLE_NAME=SageMakerFlowerClassifierRole
-TEMPLATE="" ROLE_NAME=$DEFAULT_ROLE_NAME BUCKET="" PREFIX=flower-classifier
-REPOSITORY=sagemaker-flower-classifier
+TEMPLATE="" ROLE_NAME=$DEFAULT_ROLE_NAME BUCKET="" PREFIX=$DEFAULT_PREFIX
+REPOSITORY=$DEFAULT_REPOSITORY
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -43,7 +42,7 @@ PREFIX="${PREFIX#/}" PREFIX="${PREFIX%/}"
 [[ "$PREFIX" =~ ^[A-Za-z0-9._/-]+$ ]] || die "invalid S3 prefix '$PREFIX' (letters, digits, . _ / -)"
 
 check_credentials
-BUCKET="${BUCKET:-sagemaker-$REGION-$ACCOUNT_ID}"
+BUCKET="${BUCKET:-$(default_bucket)}"
 
 rendered="$(sed -e "s|\${PARTITION}|$PARTITION|g" -e "s|\${ACCOUNT_ID}|$ACCOUNT_ID|g" \
   -e "s|\${REGION}|$REGION|g" -e "s|\${REPOSITORY}|$REPOSITORY|g" -e "s|\${BUCKET}|$BUCKET|g" \

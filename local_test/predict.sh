@@ -2,6 +2,8 @@
 # Send one payload to a locally running endpoint's /invocations, as SageMaker would.
 # Content type is guessed from the file extension unless given; prints the JSON reply.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 
 usage() {
     cat <<USAGE
@@ -20,7 +22,7 @@ case "${1:-}" in
 esac
 
 payload=$1
-[[ -f $payload ]] || { echo "error: payload file not found: $payload" >&2; exit 1; }
+[[ -f $payload ]] || die "payload file not found: $payload"
 if [[ -n ${2:-} ]]; then
     content_type=$2
 else

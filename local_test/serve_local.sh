@@ -2,12 +2,15 @@
 # Serve the model in local_test/test_dir/model the way SageMaker does: `docker run IMAGE serve`
 # with test_dir mounted at /opt/ml and port 8080 published (Ctrl-C stops it).
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$here/../lib/common.sh"
 
 usage() {
     cat <<USAGE
 Usage: local_test/serve_local.sh [--help] [IMAGE]
 
-Runs IMAGE (default flower-classifier:latest) with 'serve', mounting local_test/test_dir at
+Runs IMAGE (default $DEFAULT_REPOSITORY:latest) with 'serve', mounting local_test/test_dir at
 /opt/ml and publishing localhost:\$PORT (default 8080) -> 8080; adds --gpus all when Docker has an
 NVIDIA runtime. Builds IMAGE first if it is missing (CPU variant unless an NVIDIA runtime is
 present; extra 'docker build' arguments from \$BUILD_ARGS). If test_dir/model has no
@@ -19,17 +22,14 @@ USAGE
 
 case "${1:-}" in
     -h | --help) usage; exit 0 ;;
-    -*) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
+    -*) usage >&2; die "unknown option: $1" ;;
 esac
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
 root=$(dirname "$here")
-image=${1:-flower-classifier:latest}
+image=${1:-$DEFAULT_REPOSITORY:latest}
 port=${PORT:-8080}
 
-# shellcheck source=SCRIPTDIR/common.sh
-source "$here/common.sh"
 require_docker
 docker_gpus
 variant=cpu

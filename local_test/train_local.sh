@@ -2,12 +2,15 @@
 # Run the SageMaker training contract locally: `docker run IMAGE train` with local_test/test_dir
 # mounted at /opt/ml (hyperparameters in input/config, data in input/data/{train,valid}).
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$here/../lib/common.sh"
 
 usage() {
     cat <<USAGE
 Usage: local_test/train_local.sh [--help] [IMAGE]
 
-Runs IMAGE (default flower-classifier:latest) with 'train', mounting local_test/test_dir at
+Runs IMAGE (default $DEFAULT_REPOSITORY:latest) with 'train', mounting local_test/test_dir at
 /opt/ml; adds --gpus all when Docker has an NVIDIA runtime. Expects images in
   local_test/test_dir/input/data/train/<class>/*.jpg  and  .../valid/<class>/*.jpg
 and hyperparameters in local_test/test_dir/input/config/hyperparameters.json.
@@ -19,24 +22,18 @@ USAGE
 
 case "${1:-}" in
     -h | --help) usage; exit 0 ;;
-    -*) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
+    -*) usage >&2; die "unknown option: $1" ;;
 esac
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
-image=${1:-flower-classifier:latest}
+image=${1:-$DEFAULT_REPOSITORY:latest}
 data=$test_dir/input/data
 
-# shellcheck source=SCRIPTDIR/common.sh
-source "$here/common.sh"
 require_docker
 docker image inspect "$image" >/dev/null 2>&1 ||
-    { echo "error: image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE" >&2; exit 1; }
-if [[ ! -d $data/train ]]; then
-    echo "error: no training data in $data/train/<class>/*.jpg" >&2
-    echo "       (and valid/<class>/ for validation), e.g. the flower_data train/ and valid/ folders" >&2
-    exit 1
-fi
+    die "image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE"
+[[ -d $data/train ]] || die "no training data in $data/train/<class>/*.jpg" \
+    "(and valid/<class>/ for validation), e.g. the flower_data train/ and valid/ folders"
 
 docker_gpus
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
+# The scripts sign with this key and the tests' own boto3 clients with "testing", so a
+# recording (Emulator.recording) tells the scripts' calls apart from the tests' setup.
+SCRIPT_KEY = "AKIASCRIPTSUNDERTEST"
 
 
 @dataclass
@@ -32,6 +36,17 @@ class Emulator:
     def reset(self) -> None:
         """Forget every resource, so each test starts from an empty account."""
         self._post("/moto-api/reset", {})
+
+    def start_recording(self) -> None:
+        """Forget the recorded requests and record from now on (moto's request recorder)."""
+        self._post("/moto-api/recorder/reset-recording", {})
+        self._post("/moto-api/recorder/start-recording", {})
+
+    def recording(self) -> str:
+        """The requests recorded since start_recording(), one JSON object per line."""
+        with urllib.request.urlopen(self.url + "/moto-api/recorder/download-recording",
+                                    timeout=30) as response:
+            return response.read().decode()
 
     def set_endpoint_results(self, results: list[dict]) -> None:
         """Queue canned sagemaker-runtime invoke-endpoint responses."""
@@ -59,11 +74,14 @@ def _free_port() -> int:
 def moto_server_fixture(tmp_path_factory: pytest.TempPathFactory):
     """Start `python -m moto.server` on 127.0.0.1, wait until it answers, stop it at the end."""
     port = _free_port()
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
+    folder = tmp_path_factory.mktemp("moto")
+    log = (folder / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # The recorder stays off until a test calls Emulator.start_recording().
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(folder / "recording.jsonl")},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,7 +112,7 @@ def aws_env_fixture(moto_server: Emulator, tmp_path: Path) -> dict[str, str]:
     moto_server.reset()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_ACCESS_KEY_ID="testing",
+        AWS_ACCESS_KEY_ID=SCRIPT_KEY,
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_SESSION_TOKEN="testing",
         AWS_REGION=REGION,
@@ -132,3 +150,52 @@ def client(emulator: Emulator, service: str):
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def push_image(emulator, repository: str = "flower-classifier", tag: str = "latest") -> str:
+    """What build_and_push.sh leaves in ECR (Docker cannot run here): an image tagged `tag`
+    (latest; latest-cpu for --cpu). Returns its digest."""
+    ecr = client(emulator, "ecr")
+    try:
+        ecr.create_repository(repositoryName=repository)
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
+    manifest = {"schemaVersion": 2, "mediaType":
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "size": 7023, "digest": "sha256:" + "a" * 64}, "layers": [],
+                "annotations": {"tag": tag}}  # a different manifest, digest per tag
+    image = ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
+                          imageTag=tag)["image"]
+    return image["imageId"]["imageDigest"]
+
+
+def readme_deploy_block() -> str:
+    """The first bash block of the README's "## Deploy to SageMaker" section."""
+    section = (REPO / "README.md").read_text().split("## Deploy to SageMaker", 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def runnable(block: str, admin_key: str | None = None) -> str:
+    """The block as a script, changed only where the emulator cannot follow it: the image build
+    becomes build_and_push.sh --dry-run (same arguments, prints the URI a push would), and the
+    invoke and delete lines are dropped (moto cannot run a container; the endpoint is read).
+    With admin_key, the administrator's iam/ scripts sign with that key instead."""
+    lines = []
+    for line in re.sub(r"\\\n\s*", "", block).splitlines():
+        if re.match(r"\s*endpoint/(invoke|delete)\.sh", line):
+            continue
+        if admin_key:
+            line = re.sub(r"(?<![\w/.])iam/", f"AWS_ACCESS_KEY_ID={admin_key} iam/", line)
+        lines.append(line.replace("./build_and_push.sh ", "./build_and_push.sh --dry-run ", 1))
+    assert any("--dry-run" in line for line in lines), "the README no longer builds the image"
+    return "set -euo pipefail\n" + "\n".join(lines) + "\n"
+
+
+def run_readme_deploy(env: dict[str, str], tmp_path: Path,
+                      admin_key: str | None = None) -> subprocess.CompletedProcess:
+    """Run the README's deploy commands (see runnable) in bash from the repo root."""
+    script = tmp_path / "readme_deploy.sh"
+    script.write_text(runnable(readme_deploy_block(), admin_key))
+    return subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 
 import pytest
@@ -17,8 +18,10 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     aws_env_fixture,
     client,
     moto_server_fixture,
+    push_image,
     run_script,
 )
+from checkpoints import make_project_checkpoint
 
 SCRIPTS = [
     "iam/create_role.sh",
@@ -29,15 +32,15 @@ SCRIPTS = [
     "endpoint/delete.sh",
     "endpoint/autoscale.sh",
 ]
-IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/sagemaker-flower-classifier:latest"
+IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/flower-classifier:latest"
 ROLE_NAME = "FlowerTestRole"
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{ROLE_NAME}"
 MODEL_DATA = "s3://models-bucket/flower-classifier/v1/model.tar.gz"
 
 
-def make_role(emulator) -> None:
+def make_role(emulator, name: str = ROLE_NAME) -> None:
     client(emulator, "iam").create_role(
-        RoleName=ROLE_NAME,
+        RoleName=name,
         AssumeRolePolicyDocument=json.dumps(
             {
                 "Version": "2012-10-17",
@@ -76,7 +79,11 @@ def test_help(script, aws_env):
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("endpoint/deploy.sh", ["--name", "x", "--image", IMAGE], "--model-data is required"),
+        ("endpoint/deploy.sh", ["--name", "x", "--image", IMAGE],
+         "--checkpoint or --model-data is required"),
+        ("endpoint/deploy.sh", ["--checkpoint", "/nonexistent.pth"], "is not a file"),
+        ("endpoint/deploy.sh", ["--checkpoint", "README.md", "--model-data", MODEL_DATA],
+         "not both"),
         ("endpoint/deploy.sh", ["--instance-count", "0"], "positive integer"),
         ("endpoint/deploy.sh", ["--bogus", "1"], "unknown option '--bogus'"),
         ("endpoint/deploy.sh", ["--name"], "--name needs a value"),
@@ -88,7 +95,9 @@ def test_help(script, aws_env):
         ("endpoint/package_model.sh", ["/nonexistent", "s3://b/p"], "is not a directory"),
         ("endpoint/invoke.sh", ["--name", "x", "/nonexistent.jpg"], "not found"),
         ("endpoint/invoke.sh", ["--name", "x"], "IMAGE_FILE is required"),
-        ("endpoint/delete.sh", [], "--name is required"),
+        ("endpoint/delete.sh", ["--name"], "--name needs a value"),
+        ("endpoint/deploy.sh", ["--instance-type", "ml.p3.2xlarge", "--image", IMAGE,
+                                "--model-data", MODEL_DATA, "--role", ROLE], "Volta"),
         ("endpoint/delete.sh", ["--name", "bad_name"], "must be 1-41 letters"),
     ],
 )
@@ -103,7 +112,7 @@ def test_no_credentials(aws_env):
     env["AWS_EC2_METADATA_DISABLED"] = "true"  # no instance-metadata lookup on a dev box
     result = deploy(env, "flowers")
     assert result.returncode != 0
-    assert "error: no working AWS credentials" in result.stderr, result.stderr
+    assert "error: no usable AWS credentials" in result.stderr, result.stderr
 
 
 def test_no_region(aws_env):
@@ -114,17 +123,19 @@ def test_no_region(aws_env):
 
 
 def test_package_model(aws_env, moto_server, tmp_path):
-    (tmp_path / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")
-    (tmp_path / "cat_to_name.json").write_text('{"1": "pink primrose"}')
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"1": "pink primrose", "2": "hard-leaved pocket orchid"}))
+    (tmp_path / "model").mkdir()
+    model = make_project_checkpoint(tmp_path / "model", names)
     prefix = "s3://models-bucket/flower-classifier/v1/"
 
-    result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
     assert result.returncode != 0 and "aws s3 mb s3://models-bucket" in result.stderr
 
     s3 = client(moto_server, "s3")
     s3.create_bucket(Bucket="models-bucket")
     for _ in range(2):  # re-running overwrites the same key
-        result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
+        result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1] == MODEL_DATA
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="models-bucket")["Contents"]]
@@ -132,11 +143,25 @@ def test_package_model(aws_env, moto_server, tmp_path):
     body = s3.get_object(Bucket="models-bucket", Key=keys[0])["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
-        assert tar.extractfile("checkpoint.pth").read() == b"\x80fake-checkpoint"
+        packed = tar.extractfile("checkpoint.pth").read()
+        assert packed == (model / "checkpoint.pth").read_bytes()
 
-    (tmp_path / "cat_to_name.json").unlink()
-    result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
-    assert result.returncode != 0 and "cat_to_name.json is missing" in result.stderr
+    # The same checks as train/package_model.py, the server's loader: names must cover classes.
+    names.write_text(json.dumps({"1": "pink primrose"}))
+    shutil.copy(names, model / "cat_to_name.json")
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
+    assert result.returncode != 0 and "has no name for classes ['2']" in result.stderr
+    # cat_to_name.json is optional, as it is for the server.
+    (model / "cat_to_name.json").unlink()
+    result = run_script("endpoint/package_model.sh", str(model), prefix, env=aws_env)
+    assert result.returncode == 0, result.stderr
+    # A checkpoint the server cannot load is refused before anything is uploaded.
+    (model / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")
+    result = run_script("endpoint/package_model.sh", str(model), "s3://models-bucket/x",
+                        env=aws_env)  # fmt: skip
+    assert result.returncode != 0 and "is not a model the server can load" in result.stderr
+    assert "x/model.tar.gz" not in [o["Key"] for o in
+                                    s3.list_objects_v2(Bucket="models-bucket")["Contents"]]
 
 
 def test_deploy_missing_role(aws_env):
@@ -163,7 +188,9 @@ def test_deploy_cpu_autoscale_delete(aws_env, moto_server):
     variant = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
     assert variant["InstanceType"] == "ml.m5.large"
     assert variant["InitialInstanceCount"] == 1
-    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 600
+    # auto timeouts: the model is not in S3 here, so only the measured cold start counts
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 120
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 120
     assert "InferenceAmiVersion" not in variant  # CPU instance: default AMI
     model = sm.describe_model(ModelName=variant["ModelName"])
     assert model["PrimaryContainer"]["Image"] == IMAGE
@@ -235,6 +262,8 @@ def test_deploy_gpu_then_redeploy(aws_env, moto_server):
     assert variant["InstanceType"] == "ml.g4dn.xlarge"
     assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+    container = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
+    assert "MODEL_SERVER_WORKERS" not in container["Environment"]  # one worker per GPU
 
     plan = deploy(aws_env, "flowers", "--instance-type", "ml.m5.xlarge", "--dry-run")
     assert plan.returncode == 0, plan.stderr
@@ -291,3 +320,48 @@ def test_invoke(aws_env, moto_server, tmp_path):
     other.write_bytes(b"GIF89a")
     result = run_script("endpoint/invoke.sh", "--name", "flowers", str(other), env=aws_env)
     assert result.returncode != 0 and "pass --content-type" in result.stderr
+
+
+def test_deploy_from_checkpoint(aws_env, moto_server, tmp_path):
+    """deploy.sh --checkpoint: checked, packed, uploaded under the default bucket and prefix,
+    served with the default repository's latest image and the default role."""
+    bucket = f"sagemaker-us-east-1-{ACCOUNT_ID}"
+    checkpoint = "local_test/test_dir/model/checkpoint.pth"
+    args = ["--checkpoint", checkpoint, "--instance-type", "ml.m5.large", "--poll-seconds", "1"]
+    make_role(moto_server, "SageMakerFlowerClassifierRole")
+    client(moto_server, "s3").create_bucket(Bucket=bucket)
+    result = run_script("endpoint/deploy.sh", *args, env=aws_env)
+    assert result.returncode != 0 and "push one with ./build_and_push.sh" in result.stderr
+
+    digest = push_image(moto_server)
+    plan = run_script("endpoint/deploy.sh", *args, "--dry-run", env=aws_env, timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    result = run_script("endpoint/deploy.sh", *args, env=aws_env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "flowers"  # the default endpoint name
+
+    sm = client(moto_server, "sagemaker")
+    [model] = [sm.describe_model(ModelName=m["ModelName"]) for m in sm.list_models()["Models"]]
+    container = model["PrimaryContainer"]
+    assert container["Image"] == (
+        f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/flower-classifier@{digest}")
+    assert model["ExecutionRoleArn"] == (
+        f"arn:aws:iam::{ACCOUNT_ID}:role/SageMakerFlowerClassifierRole")
+    key = re.fullmatch(rf"s3://{bucket}/(flower-classifier/models/[0-9a-f]{{16}}/model\.tar\.gz)",
+                       container["ModelDataUrl"]).group(1)
+    assert "package_model.sh " in plan.stderr and key.rsplit("/", 1)[0] in plan.stderr
+    body = client(moto_server, "s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
+    config = sm.describe_endpoint(EndpointName="flowers")["EndpointConfigName"]
+    [variant] = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 120
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 120
+
+    # A checkpoint that will not serve is refused before anything is created.
+    bad = tmp_path / "checkpoint.pth"
+    bad.write_bytes(b"\x80not a checkpoint")
+    result = run_script("endpoint/deploy.sh", "--name", "other", "--checkpoint", str(bad),
+                        env=aws_env, timeout=300)
+    assert result.returncode != 0 and "could not package and upload" in result.stderr
+    assert len(sm.list_models()["Models"]) == 1

@@ -79,10 +79,11 @@ def create_app(handler: Handler, env: Environment) -> Flask:
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
+        # What a transform job should use; SAGEMAKER_* values (a job's own) are reported back.
         return _json(json.dumps({
-            "MaxConcurrentTransforms": (handler.batcher.max_batch * handler.batcher.lanes
-                                        * env.workers),
-            "BatchStrategy": "SINGLE_RECORD",
+            "MaxConcurrentTransforms": env.max_concurrent_transforms or (
+                handler.batcher.max_batch * handler.batcher.lanes * env.workers),
+            "BatchStrategy": env.batch_strategy.upper(),
             "MaxPayloadInMB": int(env.max_payload_mb),
         }).encode())
 

@@ -23,6 +23,10 @@ INFERENCE_LANES = "INFERENCE_LANES"
 CALIBRATION_IMAGES_DIR = "CALIBRATION_IMAGES_DIR"
 TORCH_THREADS = "TORCH_NUM_THREADS"
 LOG_LEVEL = "LOG_LEVEL"
+# Set by SageMaker in a Batch Transform job's container (with the values the job chose).
+BATCH = "SAGEMAKER_BATCH"
+BATCH_STRATEGY = "SAGEMAKER_BATCH_STRATEGY"
+MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 
 # /opt/program/calibration in the image; in a checkout, a link to local_test/payloads
 DEFAULT_CALIBRATION_DIR = str(Path(__file__).resolve().parents[1] / "calibration")
@@ -100,6 +104,9 @@ class Environment:
     torch_threads: int = 1
     lanes: int = 0  # 0: 2 on CPU (at most one per thread), 1 on GPU
     log_level: str = "info"
+    batch: bool = False  # a Batch Transform job (SAGEMAKER_BATCH=true)
+    batch_strategy: str = "single_record"
+    max_concurrent_transforms: int = 0  # 0: what the server's lanes and batches take
 
     def lanes_for(self, device_type: str) -> int:
         """Batches forwarded side by side, each on its own share of the torch threads."""
@@ -146,4 +153,9 @@ class Environment:
             lanes=_read(env, INFERENCE_LANES, 0, int, lambda v: 0 <= v <= 64,
                         "an integer from 1 to 64 (0 or unset: 2 on CPU, 1 on GPU)"),
             log_level=_choice(env, LOG_LEVEL, "info", LOG_LEVELS),
+            batch=_choice(env, BATCH, "false", ("true", "false")) == "true",
+            batch_strategy=_choice(env, BATCH_STRATEGY, "single_record",
+                                   ("single_record", "multi_record")),
+            max_concurrent_transforms=_read(env, MAX_CONCURRENT_TRANSFORMS, 0, int,
+                                            lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
         )

@@ -1,0 +1,266 @@
+# The one shell library of the repo's scripts (build_and_push.sh, iam/, endpoint/, train/,
+# local_test/): shared defaults, errors, argument checks, region/account lookup, polling, Docker.
+# shellcheck shell=bash
+# Source it; it does nothing on its own (no commands run at source time).
+
+# ---- Shared defaults: every script and README command takes its names from here. ----------
+# shellcheck disable=SC2034  # the defaults are read by the scripts that source this file
+DEFAULT_REPOSITORY=flower-classifier            # ECR repository build_and_push.sh pushes to
+DEFAULT_ROLE_NAME=SageMakerFlowerClassifierRole # execution role iam/create_role.sh makes
+DEFAULT_PREFIX=flower-classifier                # S3 key prefix of every artifact and job
+DEFAULT_ENDPOINT_NAME=flowers                   # endpoint deploy.sh creates
+# The bucket is SageMaker's default, sagemaker-REGION-ACCOUNT_ID (see default_bucket); the
+# region is the AWS CLI's: AWS_REGION, AWS_DEFAULT_REGION, then the profile (resolve_region).
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "$*" >&2; }
+
+# make_work_dir: set WORK_DIR to a scratch directory removed when the script exits.
+make_work_dir() {
+  [[ -z "${WORK_DIR:-}" ]] || return 0
+  WORK_DIR="$(mktemp -d)"
+  trap 'rm -rf "$WORK_DIR"' EXIT
+}
+
+# last_line FILE: the last non-empty line of FILE (the useful part of an AWS CLI error).
+last_line() { grep -v '^[[:space:]]*$' "$1" | tail -n 1; }
+
+# need_arg FLAG VALUE: fail unless option FLAG was given a value.
+need_arg() {
+  [[ -n "${2:-}" && "${2:0:2}" != "--" ]] || die "$1 needs a value (see --help)"
+}
+
+# need_int FLAG VALUE: fail unless VALUE is a positive integer.
+need_int() {
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
+}
+
+# resolve_region: set and export REGION from AWS_REGION, AWS_DEFAULT_REGION or the profile.
+resolve_region() {
+  REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+  [[ -n "$REGION" ]] || REGION="$(aws configure get region 2>/dev/null || true)"
+  [[ -n "$REGION" ]] ||
+    die "no AWS region: set AWS_REGION or a region for profile '${AWS_PROFILE:-default}'"
+  export AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION"
+}
+
+# check_credentials: fail clearly without the AWS CLI or working credentials; set REGION,
+# ACCOUNT_ID and PARTITION. Makes WORK_DIR.
+check_credentials() {
+  command -v aws >/dev/null 2>&1 ||
+    die "AWS CLI not found on PATH; install it (https://aws.amazon.com/cli/)"
+  make_work_dir
+  resolve_region
+  local arn
+  if ! arn="$(aws sts get-caller-identity --query Arn --output text 2>"$WORK_DIR/sts.err")"; then
+    die "no usable AWS credentials (aws sts get-caller-identity failed):" \
+      "$(last_line "$WORK_DIR/sts.err"); run 'aws configure' or set AWS_PROFILE"
+  fi
+  # shellcheck disable=SC2034  # PARTITION and ACCOUNT_ID are used by the sourcing scripts
+  IFS=: read -r _ PARTITION _ _ ACCOUNT_ID _ <<<"$arn"
+  [[ "$ACCOUNT_ID" =~ ^[0-9]{12}$ ]] || die "unexpected caller identity ARN: $arn"
+}
+
+# default_bucket: SageMaker's default bucket for this account and region (after check_credentials).
+default_bucket() { echo "sagemaker-$REGION-$ACCOUNT_ID"; }
+
+# ecr_registry: the account's ECR registry host (after check_credentials); ECR_REGISTRY overrides.
+ecr_registry() {
+  local domain=amazonaws.com
+  [[ "$REGION" != cn-* ]] || domain=amazonaws.com.cn
+  echo "${ECR_REGISTRY:-$ACCOUNT_ID.dkr.ecr.$REGION.$domain}"
+}
+
+# default_image [TAG]: the image tagged TAG (default latest; latest-cpu is the CPU variant) in
+# $DEFAULT_REPOSITORY, what build_and_push.sh pushes, pinned by digest, so a later push does
+# not change what a model or job runs.
+default_image() {
+  local digest tag=${1:-latest} how=./build_and_push.sh
+  [[ "$tag" != *-cpu ]] || how="./build_and_push.sh --cpu"
+  if ! digest="$(aws ecr describe-images --repository-name "$DEFAULT_REPOSITORY" \
+    --image-ids "imageTag=$tag" --query 'imageDetails[0].imageDigest' --output text \
+    2>"$WORK_DIR/image.err")"; then
+    die "no image tagged $tag in ECR repository $DEFAULT_REPOSITORY" \
+      "($(last_line "$WORK_DIR/image.err")); push one with $how or pass --image"
+  fi
+  echo "$(ecr_registry)/$DEFAULT_REPOSITORY@$digest"
+}
+
+# default_role: the ARN of $DEFAULT_ROLE_NAME in this account (after check_credentials).
+default_role() { echo "arn:$PARTITION:iam::$ACCOUNT_ID:role/$DEFAULT_ROLE_NAME"; }
+
+# check_image_uri URI, check_role_arn ARN: fail unless they look right.
+check_image_uri() {
+  [[ "$1" =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$ ]] ||
+    die "--image must be an image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG"
+}
+check_role_arn() {
+  [[ "$1" =~ ^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$ ]] ||
+    die "--role must be an IAM role ARN (see iam/create_role.sh), got '$1'"
+}
+
+# check_role ARN: fail if the role does not exist; warn if it cannot be read.
+check_role() {
+  local name="${1##*/}"
+  if aws iam get-role --role-name "$name" >/dev/null 2>"$WORK_DIR/role.err"; then :
+  elif grep -q NoSuchEntity "$WORK_DIR/role.err"; then
+    die "role '$1' does not exist; create it with iam/create_role.sh"
+  else
+    log "warning: cannot check role $name ($(last_line "$WORK_DIR/role.err")); continuing"
+  fi
+}
+
+# check_s3_uri FLAG URI: fail unless URI is s3://BUCKET[/KEY]; sets S3_BUCKET and S3_KEY.
+check_s3_uri() {
+  [[ "$2" =~ ^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/([^\"\\]*))?$ ]] ||
+    die "$1 must look like s3://BUCKET/PREFIX, got '$2'"
+  S3_BUCKET="${BASH_REMATCH[1]}" S3_KEY="${BASH_REMATCH[3]}"
+}
+
+# poll_until WHAT TIMEOUT SECONDS FUNC [ARGS...]: call FUNC every SECONDS until it returns 0.
+# FUNC sets POLL_STATUS (shown as progress) and returns 1 to keep waiting; it dies on failure.
+poll_until() {
+  local what=$1 timeout=$2 every=$3 elapsed=0
+  shift 3
+  local finished
+  while :; do
+    POLL_STATUS="" finished=0
+    "$@" && finished=1
+    log "[$(printf '%5d' "$elapsed")s] $what: ${POLL_STATUS:-waiting}"
+    ((!finished)) || return 0
+    ((elapsed < timeout)) || die "$what not done after ${timeout}s (still ${POLL_STATUS:-waiting})"
+    sleep "$every"
+    elapsed=$((elapsed + every))
+  done
+}
+
+# ---- SageMaker resources ----------------------------------------------------------------
+
+# endpoint_field NAME QUERY: print a field of describe-endpoint; print nothing if NAME is absent.
+endpoint_field() {
+  local out
+  if out="$(aws sagemaker describe-endpoint --endpoint-name "$1" --query "$2" --output text \
+    2>"$WORK_DIR/describe.err")"; then
+    echo "$out"
+  elif ! grep -q "Could not find endpoint" "$WORK_DIR/describe.err"; then
+    die "describe-endpoint $1 failed: $(last_line "$WORK_DIR/describe.err")"
+  fi
+}
+
+# check_endpoint_name NAME: SageMaker's name pattern, short enough for our -<timestamp> suffix.
+check_endpoint_name() {
+  [[ "$1" =~ ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ && ${#1} -le 41 ]] ||
+    die "--name '$1' must be 1-41 letters, digits or hyphens (not at either end)"
+}
+
+# resource_suffix [short]: "<YYYYmmdd-HHMMSS>-<4 hex>", the suffix of every model, config and
+# job name; short: "<mmddHHMMSS>-<4 hex>" for tuning jobs, whose names have 32 characters.
+resource_suffix() {
+  local format=%Y%m%d-%H%M%S
+  [[ "${1:-}" != short ]] || format=%m%d%H%M%S
+  echo "$(date -u +"$format")-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+}
+
+# Models and endpoint configs are named "<endpoint>-<YYYYmmdd-HHMMSS>-<4 hex>".
+owned_name_regex() { echo "^$1-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}\$"; }
+
+# content_type_of_names: file names on stdin -> the one content type a transform job sends:
+# image/jpeg or image/png when all agree, else application/x-image (the container sniffs).
+content_type_of_names() {
+  local types
+  types="$(awk '{k = tolower($0)} k ~ /\.jpe?g$/ {print "image/jpeg"; next}
+    k ~ /\.png$/ {print "image/png"; next} {print "application/x-image"}' | sort -u)"
+  if [[ -z "$types" || "$types" == *$'\n'* ]]; then echo application/x-image; else echo "$types"; fi
+}
+
+# ---- Training jobs (train/) ---------------------------------------------------------------
+
+# Metric definitions: regexes over the line container/flower_serving/training.py prints after
+# each epoch, "epoch 3/10: train loss 0.4211, validation loss 0.3120, top-1 91.2%, top-5 98.9%".
+# shellcheck disable=SC2034  # read by train/sagemaker_train.sh and train/tune.sh
+TRAINING_METRICS='[{"Name":"train:loss","Regex":"epoch [0-9]+/[0-9]+: train loss ([0-9.]+)"},{"Name":"validation:loss","Regex":"validation loss ([0-9.]+)"},{"Name":"validation:accuracy","Regex":"top-1 ([0-9.]+)%"},{"Name":"validation:top5","Regex":"top-5 ([0-9.]+)%"}]'
+
+# algorithm_specification IMAGE: the image's `train` in File mode, with TRAINING_METRICS.
+algorithm_specification() {
+  echo "{\"TrainingImage\":\"$1\",\"TrainingInputMode\":\"File\",\"MetricDefinitions\":$TRAINING_METRICS}"
+}
+
+# input_channels S3_PREFIX: the train and valid channels under S3_PREFIX, as InputDataConfig.
+input_channels() {
+  local name out=""
+  for name in train valid; do
+    out+="${out:+,}{\"ChannelName\":\"$name\",\"DataSource\":{\"S3DataSource\":"
+    out+="{\"S3DataType\":\"S3Prefix\",\"S3Uri\":\"$1/$name/\","
+    out+="\"S3DataDistributionType\":\"FullyReplicated\"}}}"
+  done
+  echo "[$out]"
+}
+
+# hyperparameters_json K=V,...: a JSON object of strings; names are checked against the
+# container's own (flower_serving.sagemaker_training) before any job starts.
+hyperparameters_json() {
+  "${PYTHON:-python3}" - "$1" "$(dirname "${BASH_SOURCE[0]}")/../container" <<'PY'
+import json, re, sys
+sys.path.insert(0, sys.argv[2])
+from flower_serving.sagemaker_training import ALLOWED, FLAGS
+values = {}
+for pair in (p for p in sys.argv[1].split(",") if p):
+    key, sep, value = pair.partition("=")
+    if not sep or not re.fullmatch(r"[a-z_]+", key) or not value:
+        sys.exit(f"error: --hyperparameters wants k=v,k=v; got {pair!r}")
+    if key not in ALLOWED + FLAGS:
+        sys.exit(f"error: unknown hyperparameter {key!r}; accepted: {', '.join(ALLOWED + FLAGS)}")
+    values[key] = value
+print(json.dumps(values))
+PY
+}
+
+# check_training_data DATA: an s3:// prefix, or a folder with train/ and valid/ class folders.
+check_training_data() {
+  if [[ "$1" == s3://* ]]; then
+    check_s3_uri --data "$1"
+  else
+    [[ -d "$1/train" && -d "$1/valid" ]] ||
+      die "--data '$1' must hold train/<class>/ and valid/<class>/ image folders"
+  fi
+}
+
+# training_channels DATA S3_PREFIX DRY_RUN: print the S3 prefix holding train/ and valid/. An
+# s3:// DATA is used as it is; a folder is synced to S3_PREFIX (only new or changed files),
+# with its cat_to_name.json as train/cat_to_name.json, where the container looks for it.
+training_channels() {
+  local data=$1 prefix=$2 dry_run=$3 channel
+  if [[ "$data" == s3://* ]]; then echo "${data%/}"; return 0; fi
+  check_s3_uri --output "$prefix"
+  aws s3api head-bucket --bucket "$S3_BUCKET" >/dev/null 2>"$WORK_DIR/head.err" ||
+    die "bucket '$S3_BUCKET' is missing or not accessible ($(last_line "$WORK_DIR/head.err"))"
+  for channel in train valid; do
+    if ((dry_run)); then
+      log "would sync $data/$channel to $prefix/$channel/"
+    else
+      log "syncing $data/$channel to $prefix/$channel/"
+      aws s3 sync --only-show-errors "$data/$channel" "$prefix/$channel" >&2
+    fi
+  done
+  if [[ -f "$data/cat_to_name.json" ]] && ((!dry_run)); then
+    aws s3 cp --only-show-errors "$data/cat_to_name.json" "$prefix/train/cat_to_name.json" >&2
+  fi
+  echo "$prefix"
+}
+
+# ---- Docker (local_test/) ----------------------------------------------------------------
+
+# require_docker: fail with a clear message unless the docker CLI and its engine answer.
+require_docker() {
+  command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
+  docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+}
+
+# docker_gpus: sets GPUS to (--gpus all) when Docker has an NVIDIA runtime, else to ().
+docker_gpus() {
+  # shellcheck disable=SC2034  # GPUS is read by the scripts that source this
+  GPUS=()
+  if docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+    GPUS=(--gpus all)
+  fi
+}
