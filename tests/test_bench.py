@@ -14,10 +14,11 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--arch", "resnet18",
          "--concurrency", "1,2", "--seconds", "2", "--rounds", "1", "--photos", "4",
-         "--out", str(out)],
+         "--confident", "100", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads((out / "results.json").read_text())
+    assert results["confident"] == 100
 
     raw = results["raw_limit"]
     assert raw["images_per_s"] == max(rate for rates in raw["images_per_s_by_lanes_and_batch"]
