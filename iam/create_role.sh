@@ -10,11 +10,14 @@ POLICY_NAME=flower-classifier-execution
 usage() {
   cat <<USAGE
 Usage: $(basename "$0") [ROLE_NAME] [--bucket BUCKET] [--prefix PREFIX] [--repository REPO]
+                      [--sns-topic ARN ...]
 Create the SageMaker execution role ROLE_NAME (default $DEFAULT_ROLE_NAME), or
 update an existing one, and print its ARN as the last line. The role may pull from ECR
 repository REPO (default $DEFAULT_REPOSITORY, where build_and_push.sh pushes), read and write
 s3://BUCKET/PREFIX/ (defaults sagemaker-\$REGION-\$ACCOUNT_ID and $DEFAULT_PREFIX) and write
-CloudWatch logs and metrics. Pass the same --repository as build_and_push.sh's IMAGE_NAME. Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
+CloudWatch logs and metrics. Pass the same --repository as build_and_push.sh's IMAGE_NAME.
+--sns-topic ARN (repeatable) lets SageMaker publish to that topic: give it for each topic that
+deploy.sh --async --sns-success/--sns-error will name. Honours AWS_REGION, AWS_PROFILE and AWS_ENDPOINT_URL.
 USAGE
 }
 
@@ -23,7 +26,7 @@ render_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    --bucket | --prefix | --repository) need_arg "$1" "${2:-}"; render_args+=("$1" "$2"); shift 2 ;;
+    --bucket | --prefix | --repository | --sns-topic) need_arg "$1" "${2:-}"; render_args+=("$1" "$2"); shift 2 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) ROLE_NAME=$1; shift ;;
   esac

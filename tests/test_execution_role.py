@@ -134,3 +134,24 @@ def test_every_statement_is_used_by_some_flow(template, aws_env):
     for statement in policy["Statement"]:
         single = [{"Version": "2012-10-17", "Statement": [statement]}]
         assert any(evaluate(single, r) == "Allow" for r in requests), statement["Sid"]
+
+
+def test_async_notifications_are_granted_on_exactly_the_named_topics(aws_env):
+    """deploy.sh --async --sns-success/--sns-error: SageMaker publishes with the execution role.
+    The default role may publish nowhere; --sns-topic grants sns:Publish on those topics only."""
+    done = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:flowers-done"
+    failed = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:flowers-failed"
+    other = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:someone-else"
+    publish = [Request("sns:Publish", topic) for topic in (done, failed)]
+    plain = run_script("iam/render_policy.sh", "iam/execution-role-policy.json", env=aws_env)
+    assert plain.returncode == 0, plain.stderr
+    assert len(denied([json.loads(plain.stdout)], publish)) == 2
+    granted = run_script("iam/render_policy.sh", "iam/execution-role-policy.json",
+                         "--sns-topic", done, "--sns-topic", failed, env=aws_env)
+    assert granted.returncode == 0, granted.stderr
+    policy = json.loads(granted.stdout)
+    assert denied([policy], publish) == []
+    assert denied([policy], [Request("sns:Publish", other)]) != []
+    bad = run_script("iam/render_policy.sh", "iam/execution-role-policy.json",
+                     "--sns-topic", "flowers-done", env=aws_env)
+    assert bad.returncode != 0 and "invalid SNS topic ARN 'flowers-done'" in bad.stderr

@@ -430,3 +430,24 @@ def test_serve_local_script(image, trained):
 
 def test_require_docker_passes():
     require_docker()
+
+
+def test_local_batch_transform_runs_the_real_container(image, trained, tmp_path):
+    """local_test/batch_transform.sh without --url: it starts the image with SAGEMAKER_BATCH,
+    reads /execution-parameters and writes one <file>.out per input, as a transform job does."""
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    photos = sorted(PAYLOADS.glob("*.jpg"))[:3]
+    for photo in photos[:2]:
+        (source / photo.name).write_bytes(photo.read_bytes())
+    (source / "sub" / photos[2].name).write_bytes(photos[2].read_bytes())
+    out = tmp_path / "out"
+    proc = run([str(REPO / "local_test" / "batch_transform.sh"), str(source), str(out),
+                "--model-dir", str(trained / "model"), "--image", image], timeout=600)
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.out"))
+    assert written == sorted([f"{photos[0].name}.out", f"{photos[1].name}.out",
+                              f"sub/{photos[2].name}.out"])
+    for answer in out.rglob("*.out"):
+        check_predictions(200, answer.read_bytes())
+    assert "MaxConcurrentTransforms" in proc.stderr
