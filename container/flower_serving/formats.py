@@ -111,10 +111,11 @@ def from_project(data: dict) -> Found:
 
 
 def from_module(model) -> Found:
-    """torch.save(model): a whole pickled model, weights read from its saved tensors."""
-    return Found(clean_state(module_state(model)), "whole pickled model",
-                 stored_arch=type(model).__name__ if isinstance(model, nn.Module) else None,
-                 head_module=pickled_head(model))
+    """torch.save(model): a whole pickled model, weights read from its saved tensors, labels
+    from the attributes authors set on it (model.class_to_idx)."""
+    found = Found(clean_state(module_state(model)), "whole pickled model",
+                  head_module=pickled_head(model))
+    return add_metadata(found, module_dict(model))
 
 
 def from_state_dict(data: dict) -> Found:
@@ -125,17 +126,27 @@ def from_state_dict(data: dict) -> Found:
 def from_dict(data: dict, layout: str = "") -> Found:
     """A dict of weights plus metadata under any of the names authors use."""
     key, weights = weights_entry(data)
+    found = Found({}, layout or f"dict with weights under {key!r}")
+    add_metadata(found, data)
+    found.head_module = next((data[k] for k in HEAD_KEYS if k in data and is_module(data[k])),
+                             None)
     if is_module(weights):
-        found = from_module(weights)
-        found.layout = f"dict with a pickled model under {key!r}"
+        inner = from_module(weights)
+        found.state, found.head_module = inner.state, found.head_module or inner.head_module
+        found.layout = layout or f"dict with a pickled model under {key!r}"
+        add_metadata(found, module_dict(weights))
     else:
-        found = Found(clean_state(weights), layout or f"dict with weights under {key!r}")
-    found.stored_arch = stored_arch(data) or found.stored_arch
-    found.classes, found.direction = class_map(data)
-    found.labels = embedded_names(data)
-    found.preprocessing = stored_preprocessing(data)
-    found.head_module = found.head_module or next(
-        (data[k] for k in HEAD_KEYS if k in data and is_module(data[k])), None)
+        found.state = clean_state(weights)
+    return found
+
+
+def add_metadata(found: Found, data: dict) -> Found:
+    """Fill what `found` lacks (name, class map, names, preprocessing) from `data`."""
+    found.stored_arch = found.stored_arch or stored_arch(data)
+    if found.classes is None:
+        found.classes, found.direction = class_map(data)
+    found.labels = found.labels or embedded_names(data)
+    found.preprocessing = found.preprocessing or stored_preprocessing(data)
     return found
 
 

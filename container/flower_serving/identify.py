@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .architectures import (
     LITE0,
@@ -64,14 +65,30 @@ def canonical_name(stored: str | None) -> str | None:
                                       if a.replace("_", "") == name.replace("_", "")), None)
 
 
+class MetaParameters(TorchFunctionMode):
+    """Allocates what modules allocate (empty/zeros/ones/full) on the meta device and leaves
+    other tensor ops on the CPU: regnets compute their widths with tensors that must be real."""
+
+    FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def _build(arch: str) -> torch.nn.Module:
+    """The architecture without memory for its weights: on the meta device, or (regnets,
+    which cannot be built there) with only their parameters on it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             with torch.device("meta"):
                 return build_backbone(arch)
-        except NotImplementedError:  # regnets cannot be built on meta: build them for real
-            return build_backbone(arch)
+        except NotImplementedError:
+            with MetaParameters():
+                return build_backbone(arch)
 
 
 @functools.cache
