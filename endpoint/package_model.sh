@@ -41,6 +41,8 @@ if ! aws s3api head-bucket --bucket "$BUCKET" >/dev/null 2>"$WORK_DIR/head.err";
     "create it with: aws s3 mb s3://$BUCKET"
 fi
 
+"${PYTHON:-python3}" "$HERE/../train/inspect_checkpoint.py" "$MODEL_DIR" >&2 ||
+  die "$MODEL_DIR/checkpoint.pth will not serve (see above); nothing was uploaded"
 tar -czf "$WORK_DIR/model.tar.gz" -C "$MODEL_DIR" checkpoint.pth cat_to_name.json
 log "packed $(du -h "$WORK_DIR/model.tar.gz" | cut -f1) from $MODEL_DIR"
 URI="$S3_PREFIX/model.tar.gz"

@@ -19,6 +19,7 @@ from aws_emulator import (  # noqa: F401 (importing the *_fixture functions regi
     moto_server_fixture,
     run_script,
 )
+from checkpoints import make_project_checkpoint
 
 SCRIPTS = [
     "iam/create_role.sh",
@@ -114,7 +115,8 @@ def test_no_region(aws_env):
 
 
 def test_package_model(aws_env, moto_server, tmp_path):
-    (tmp_path / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")
+    make_project_checkpoint(tmp_path, None, arch="squeezenet1_1")
+    checkpoint = (tmp_path / "checkpoint.pth").read_bytes()
     (tmp_path / "cat_to_name.json").write_text('{"1": "pink primrose"}')
     prefix = "s3://models-bucket/flower-classifier/v1/"
 
@@ -132,7 +134,12 @@ def test_package_model(aws_env, moto_server, tmp_path):
     body = s3.get_object(Bucket="models-bucket", Key=keys[0])["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
-        assert tar.extractfile("checkpoint.pth").read() == b"\x80fake-checkpoint"
+        assert tar.extractfile("checkpoint.pth").read() == checkpoint
+
+    (tmp_path / "checkpoint.pth").write_bytes(b"\x80fake-checkpoint")  # inspected: refused
+    result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)
+    assert result.returncode != 0 and "will not serve" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
     (tmp_path / "cat_to_name.json").unlink()
     result = run_script("endpoint/package_model.sh", str(tmp_path), prefix, env=aws_env)

@@ -75,3 +75,23 @@ def backbone_for_head(arch: str, source: str, model_dir: Path | None) -> tuple[n
             f"the checkpoint holds only the head; {arch}'s backbone weights {name} are not in "
             f"the model directory, the image's torch hub cache or downloadable here: add {name} "
             f"to model.tar.gz (train/package_model.py --with-backbone-weights does)") from None
+
+
+def fetch_weights_file(arch: str) -> Path:
+    """torchvision's weights file for `arch` in the torch hub cache, downloaded if it is not
+    there yet; WeightsError says which URL could not be had."""
+    import torch
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(arch).DEFAULT.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as e:  # noqa: BLE001 - network, DNS, HTTP or disk: say which
+        raise WeightsError(f"could not download {url} ({type(e).__name__}: {str(e)[:160]}); "
+                           f"download it where there is internet access and put {path.name} "
+                           f"next to the checkpoint") from None
+    return path
