@@ -138,6 +138,13 @@ def classifier_from_checkpoint(data, model_dir: str | os.PathLike | None = None,
     except (NotServable, HeadError, ValueError) as error:
         raise ModelLoadError(f"{source} cannot be served: {error}; {EXPECTED}; "
                              f"{fix_hint(source)}") from None
+    except ModelLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a layout no migration foresaw: one clear line
+        detail = " ".join(str(error).split())[:200]
+        raise ModelLoadError(f"{source} cannot be served: rebuilding it failed "
+                             f"({type(error).__name__}: {detail}); {EXPECTED}; "
+                             f"{fix_hint(source)}") from None
 
 
 def build(found: Found, model_dir: Path | None) -> Classifier:
