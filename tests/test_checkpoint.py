@@ -113,14 +113,15 @@ def mutate(tmp_path, source_dir, change):
 
 
 @pytest.mark.parametrize("change,words", [
-    (lambda d: d.update(arch="alexnet9000"), "not supported"),
-    (lambda d: d.pop("class_to_idx"), "class_to_idx"),
     (lambda d: d.update(class_to_idx={"a": 0, "b": 0}), "0..N-1"),
     (lambda d: [d["state_dict"].pop(k) for k in list(d["state_dict"]) if k.startswith("fc.")],
      "no feed-forward head"),
     (lambda d: d["state_dict"].pop("fc.fc1.weight"), "does not fit resnet18"),
-    (lambda d: d["state_dict"].pop("layer1.0.conv1.weight"), "does not match"),
-    (lambda d: d["state_dict"].update({"fc.fc2.weight": torch.zeros(7, 64)}), "give 102 outputs"),
+    (lambda d: d["state_dict"].pop("layer1.0.conv1.weight"),
+     "do not match any torchvision architecture; closest is resnet18"),
+    (lambda d: d["state_dict"].update({"fc.fc2.weight": torch.zeros(7, 64),
+                                       "fc.fc2.bias": torch.zeros(7)}), "give 102 outputs"),
+    (lambda d: d["state_dict"].update({"fc.fc2.weight": torch.zeros(7, 64)}), "bias for"),
     (lambda d: d.update(preprocessing={"resize": 10, "crop": 224, "mean": [0] * 3,
                                        "std": [1] * 3}), "preprocessing"),
     (lambda d: d.update(format_version=99), "newer"),
@@ -129,6 +130,15 @@ def test_inconsistent_checkpoints_are_refused(tmp_path, small_model_dir, change,
     data = mutate(tmp_path, small_model_dir, change)
     with pytest.raises(ModelLoadError, match=words):
         classifier_from_checkpoint(data)
+
+
+def test_stored_name_only_breaks_ties_and_missing_labels_serve_indices(small_model_dir):
+    # The weights say resnet18 whatever the name says; without a class map, indices serve.
+    data = read_checkpoint(small_model_dir / "checkpoint.pth")
+    data.update(arch="alexnet9000")
+    data.pop("class_to_idx")
+    classifier = classifier_from_checkpoint(data)
+    assert classifier.arch == "resnet18" and classifier.classes == [str(i) for i in range(102)]
 
 
 def test_not_a_dict_is_refused(tmp_path):

@@ -1,5 +1,5 @@
 # Turns a trained checkpoint (+ cat_to_name.json) into model.tar.gz for SageMaker, files at the
-# archive root, which SageMaker unpacks into /opt/ml/model. The checkpoint is loaded first.
+# archive root, which SageMaker unpacks into /opt/ml/model. The checkpoint is inspected first.
 import argparse
 import sys
 import tarfile
@@ -8,20 +8,43 @@ from pathlib import Path
 # Make the repo's container/ (the flower_serving package) importable from a plain checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
 
-from flower_serving.checkpoint import (  # noqa: E402
-    CATEGORY_NAMES,
-    CHECKPOINT,
-    classifier_from_checkpoint,
-    read_category_names,
-    read_checkpoint,
-)
-from flower_serving.errors import ModelLoadError  # noqa: E402
+from flower_serving.checkpoint import CATEGORY_NAMES, CHECKPOINT, read_category_names  # noqa: E402
+from flower_serving.errors import ModelLoadError, WeightsError  # noqa: E402
+from flower_serving.inspection import inspect, resolve  # noqa: E402
+from flower_serving.weights import fetch_weights_file  # noqa: E402
 
 
-def package(checkpoint: Path, names: Path | None, output: Path) -> list[str]:
+def inspected(checkpoint: Path, with_backbone_weights: bool):
+    """inspect_checkpoint.py's report, and the backbone weights file to pack with a head-only
+    checkpoint (fetched into the hub cache first if asked); refuses what will not serve."""
+    report = inspect(checkpoint)
+    weights = checkpoint.parent / report.backbone_file if report.backbone_file else None
+    if weights is not None and not weights.is_file():
+        weights = None
+        if with_backbone_weights:
+            try:
+                weights = fetch_weights_file(report.found_arch)
+            except WeightsError as error:
+                raise ModelLoadError(str(error)) from None
+            report = inspect(checkpoint)
+    if report.backbone_file and weights is None and report.servable:
+        print(f"package_model.py: note: the checkpoint holds only the head; an endpoint without "
+              f"internet access needs {report.backbone_file}: pass --with-backbone-weights",
+              file=sys.stderr)
+    if not report.servable:
+        print("\n".join(report.lines()), file=sys.stderr)
+        raise ModelLoadError(f"{checkpoint} will not serve: {report.problem}")
+    return report, weights
+
+
+def package(checkpoint: Path, names: Path | None, output: Path,
+            with_backbone_weights: bool = False) -> list[str]:
     """Check that the server can load `checkpoint`, then write the archive; returns its members."""
-    classifier = classifier_from_checkpoint(read_checkpoint(checkpoint))
+    report, weights = inspected(checkpoint, with_backbone_weights)
+    classifier = report.classifier
     members = [(checkpoint, CHECKPOINT)]
+    if weights is not None:
+        members.append((weights, weights.name))
     if names is not None:
         labels = read_category_names(names)
         missing = [c for c in classifier.classes if c not in labels]
@@ -43,15 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--category_names", help=(
         f"cat_to_name.json to include (default: {CATEGORY_NAMES} next to the checkpoint)"))
     parser.add_argument("--output", "-o", default="model.tar.gz", help="archive to write")
+    parser.add_argument("--with-backbone-weights", action="store_true", help=(
+        "for a checkpoint that holds only the head: add torchvision's backbone weights file "
+        "to the archive (downloaded, or from the torch hub cache)"))
     args = parser.parse_args(argv)
-    checkpoint = Path(args.model)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / CHECKPOINT
+    try:
+        checkpoint = resolve(args.model)
+    except ModelLoadError as error:
+        print(f"package_model.py: error: {error}", file=sys.stderr)
+        return 2
     names = Path(args.category_names) if args.category_names else checkpoint.parent / CATEGORY_NAMES
     if args.category_names and not names.is_file():
         parser.error(f"--category_names {names} not found")
     try:
-        members = package(checkpoint, names if names.is_file() else None, Path(args.output))
+        members = package(checkpoint, names if names.is_file() else None, Path(args.output),
+                          args.with_backbone_weights)
     except ModelLoadError as error:
         print(f"package_model.py: error: {error}", file=sys.stderr)
         return 2

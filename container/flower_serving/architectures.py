@@ -158,7 +158,12 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} does not hold a state_dict")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise WeightsError(f"weights file {path} holds non-tensor entries")
-    return {DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in obj.items()}
+    return legacy_key_names(obj)
+
+
+def legacy_key_names(state: dict) -> dict:
+    """`state` with torchvision's legacy DenseNet names ('norm.1') as the modules now have them."""
+    return {DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in state.items()}
 
 
 def with_metadata(state: dict, model: nn.Module) -> OrderedDict:

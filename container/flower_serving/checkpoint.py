@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,29 +14,30 @@ from torch import nn
 
 from .architectures import (
     HeadSlot,
-    UnknownArchitecture,
     attach_head,
     build_backbone,
-    check_architecture,
-    head_slot,
+    copy_by_name,
     preprocessing_for,
-    with_metadata,
 )
-from .errors import ModelLoadError, WeightsError
+from .errors import ModelLoadError, UnsafeCheckpoint, WeightsError
+from .formats import Found, NotServable, is_module, migrate
+from .heads import Head, HeadError, from_convention, from_kept, from_record, select_outputs
+from .identify import Identified, counted, identify
 from .preprocess import Preprocessing
-from .weights import backbone_with_weights
+from .safe_pickle import load_untrusted
+from .weights import backbone_for_head, torchvision_weight_files
+
+log = logging.getLogger("flower_serving")
 
 CHECKPOINT = "checkpoint.pth"
 CATEGORY_NAMES = "cat_to_name.json"
 FORMAT = "flower-classifier"
 FORMAT_VERSION = 1
-SEED_KEYS = {"class_to_idx", "input_size", "fc2_size", "output_size", "state_dict"}
-VARIANT_KEYS = {"arch", "hidden_units", "state_dict", "class_to_idx"}
+SUFFIXES = (".pth", ".pt", ".tar", ".pickle", ".pkl", ".ckpt")
 EXPECTED = (
-    "expected a dict saved with torch.save: this project's format (keys 'format', 'arch', 'head', "
-    "'class_to_idx', 'state_dict'), the Udacity seed's (keys 'class_to_idx', 'input_size', "
-    "'fc2_size', 'output_size', 'state_dict'; vgg16) or the common variant (keys 'arch', "
-    "'hidden_units', 'state_dict', 'class_to_idx')")
+    "expected the weights of a torchvision model (a state_dict, alone or under 'state_dict', "
+    "'model_state_dict', 'model_state', 'state', 'weights' or 'model', or a pickled model) "
+    "with its class map ('class_to_idx', 'idx_to_class', 'classes'...)")
 
 
 @dataclass
@@ -91,109 +92,144 @@ def linear_sizes(head: nn.Module) -> list[int]:
     return [linears[0].in_features, *(m.out_features for m in linears)] if linears else []
 
 
-def _head_from_state(state: dict, prefix: str) -> nn.Sequential:
-    """Rebuild an MLP head (Linear layers, ReLU between) under its saved names."""
-    linears = [(k[len(prefix):-len(".weight")], v) for k, v in state.items()
-               if k.startswith(prefix) and k.endswith(".weight")]
-    if not linears or any(v.dim() != 2 for _, v in linears):
-        raise ModelLoadError(f"state_dict has no feed-forward head under '{prefix}'; {EXPECTED}")
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (name, weight) in enumerate(linears):
-        layers[name] = nn.Linear(weight.shape[1], weight.shape[0])
-        if i < len(linears) - 1:
-            layers[f"_act{i}"] = nn.ReLU()
-    layers["_output"] = nn.LogSoftmax(dim=1)
-    return nn.Sequential(layers)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load with weights_only=True, onto the CPU; clear errors for every failure."""
+def read_checkpoint(path: str | os.PathLike) -> dict | nn.Module:
+    """The checkpoint's object, on the CPU, through the restricted unpickler (safe_pickle):
+    torch.save zip or legacy files and plain pickle.dump files; nothing in them runs."""
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"{path} not found: the model directory must hold {CHECKPOINT}")
+        raise ModelLoadError(f"{path} not found: the model directory must hold {CHECKPOINT} "
+                             f"(or one other checkpoint file: {', '.join(SUFFIXES)})")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        data = load_untrusted(path)
+    except UnsafeCheckpoint as error:
         raise ModelLoadError(
-            f"{path} was refused: it is not a plain-tensor checkpoint that loads with "
-            f"weights_only=True ({first[:160]}); {EXPECTED}") from None
+            f"{path} was refused: it {error}; nothing in it was imported or run (only the "
+            f"torch/torchvision data that weights_only=True loads is rebuilt). Save a plain "
+            f"state_dict and metadata instead") from None
     except Exception as error:  # noqa: BLE001 - any other failure to read is a corrupt file
         raise ModelLoadError(f"{path} is corrupt or not a torch checkpoint "
                              f"({type(error).__name__}); {EXPECTED}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
-        raise ModelLoadError(f"{path} has no 'state_dict'; {EXPECTED}")
+    if not isinstance(data, dict) and not is_module(data):
+        raise ModelLoadError(f"{path} holds a {type(data).__name__}, not a state_dict; "
+                             f"{EXPECTED}")
     return data
 
 
-def describe_format(data: dict) -> str:
-    if data.get("format") == FORMAT:
-        return "flower-classifier"
-    if "arch" not in data and SEED_KEYS <= data.keys():
-        return "udacity-seed"
-    if VARIANT_KEYS <= data.keys():
-        return "udacity-variant"
-    raise ModelLoadError(f"unrecognised checkpoint with keys {sorted(data)[:12]}; {EXPECTED}")
-
-
-def classifier_from_checkpoint(data: dict) -> Classifier:
-    """Rebuild the exact model a checkpoint dict describes, in eval mode on the CPU."""
-    kind = describe_format(data)
-    if kind == "flower-classifier" and data.get("format_version", 1) > FORMAT_VERSION:
-        raise ModelLoadError(f"checkpoint format_version {data['format_version']} is newer "
-                             f"than this server understands ({FORMAT_VERSION})")
-    arch_name = "vgg16" if kind == "udacity-seed" else str(data["arch"]).lower()
+def describe_format(data) -> str:
+    """The family of layouts `data` came in ('flower-classifier', 'udacity-seed', ...)."""
     try:
-        check_architecture(arch_name)
-    except UnknownArchitecture as error:
-        raise ModelLoadError(f"checkpoint arch {arch_name!r} is not supported: {error}") from None
-    state = data["state_dict"]
-    classes = _classes(data.get("class_to_idx"))
-    head_only = data.get("state_dict_scope") == "head"
-    if head_only:
-        source = data.get("backbone_weights", "default")
+        return migrate(data).layout
+    except NotServable as error:
+        raise ModelLoadError(f"unrecognised checkpoint: {error}; {EXPECTED}") from None
+
+
+def fix_hint(source: str) -> str:
+    return (f"to see what it holds: python train/inspect_checkpoint.py {source} (add "
+            f"--convert OUT_DIR to write it in this project's format)")
+
+
+def classifier_from_checkpoint(data, model_dir: str | os.PathLike | None = None,
+                               source: str = CHECKPOINT) -> Classifier:
+    """The one builder: any accepted layout -> the exact model it describes, eval, on the CPU.
+    Errors say what was found, what was expected and how to fix it."""
+    try:
+        found = migrate(data)
+        return build(found, Path(model_dir) if model_dir else None)
+    except (NotServable, HeadError, ValueError) as error:
+        raise ModelLoadError(f"{source} cannot be served: {error}; {EXPECTED}; "
+                             f"{fix_hint(source)}") from None
+    except ModelLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a layout no migration foresaw: one clear line
+        detail = " ".join(str(error).split())[:200]
+        raise ModelLoadError(f"{source} cannot be served: rebuilding it failed "
+                             f"({type(error).__name__}: {detail}); {EXPECTED}; "
+                             f"{fix_hint(source)}") from None
+
+
+def build(found: Found, model_dir: Path | None) -> Classifier:
+    if found.layout == FORMAT and found.version > FORMAT_VERSION:
+        raise ValueError(f"checkpoint format_version {found.version} is newer than this "
+                         f"server understands ({FORMAT_VERSION})")
+    try:
+        ident = identify(found.state, found.stored_arch)
+    except ValueError as error:
+        raise NotServable(f"unrecognised checkpoint: {error}") from None
+    log.info("%s", ident.note)
+    model = backbone_for(ident, found, model_dir)
+    slot = ident.slot
+    head = rebuild_head(model, slot, found, ident.arch)
+    classes, indices = served_classes(found, head.outputs)
+    head = select_outputs(head, indices)
+    attach_head(model, slot, head.module)
+    log.info("head: %s", head.layout)
+    if not ident.head_only:
+        body = {k: v for k, v in found.state.items() if counted(k)}
         try:
-            model, _ = backbone_with_weights(arch_name, source)
-        except (WeightsError, OSError, RuntimeError, ImportError) as error:
-            raise ModelLoadError(f"head-only checkpoint: backbone weights {source!r} "
-                                 f"could not be loaded ({error})") from None
-    else:
-        model = build_backbone(arch_name)
-    slot = head_slot(model)
-    head = _head_from_state(state, slot.prefix)
-    sizes = linear_sizes(head)
-    if sizes[0] != slot.in_features or sizes[-1] != len(classes):
-        raise ModelLoadError(
-            f"head {sizes} does not fit {arch_name}: it must take {slot.in_features} features "
-            f"and give {len(classes)} outputs (one per class_to_idx entry)")
-    attach_head(model, slot, placed_head(slot, head))
-    if head_only:
-        state = {**model.state_dict(), **{k: v for k, v in state.items()
-                                          if k.startswith(slot.prefix)}}
-    try:
-        model.load_state_dict(with_metadata(state, model), strict=True)
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise ModelLoadError(f"state_dict does not match {arch_name} with head {sizes}: "
-                             f"{' '.join(lines[1:3])[:300]}") from None
-    prep = data.get("preprocessing")
-    try:
-        preprocessing = Preprocessing.from_dict(prep) if prep else legacy_preprocessing(arch_name)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelLoadError(f"checkpoint 'preprocessing' is invalid ({error})") from None
-    return Classifier(model.eval(), arch_name, classes, preprocessing, kind, slot.path)
+            copy_by_name(model, slot, body)
+        except WeightsError as error:
+            raise NotServable(f"the backbone's {error}") from None
+    return Classifier(model.eval(), ident.arch, classes, preprocessing_of(found, ident.arch),
+                      found.layout, slot.path, dict(found.labels))
 
 
-def _classes(class_to_idx) -> list[str]:
-    """class_to_idx -> output index -> class id; it must number the classes 0..N-1."""
-    if not isinstance(class_to_idx, dict) or not class_to_idx:
-        raise ModelLoadError(f"checkpoint has no usable 'class_to_idx'; {EXPECTED}")
-    classes = [""] * len(class_to_idx)
-    for name, index in class_to_idx.items():
-        if not isinstance(index, int) or not 0 <= index < len(classes) or classes[index]:
-            raise ModelLoadError("checkpoint 'class_to_idx' is not a 0..N-1 numbering of classes")
-        classes[index] = str(name)
-    return classes
+def backbone_for(ident: Identified, found: Found, model_dir: Path | None) -> nn.Module:
+    """A full checkpoint's backbone is rebuilt from its own weights; a head-only one's comes
+    from torchvision's weights (model directory, hub cache, download)."""
+    if not ident.head_only and found.scope != "head":
+        return build_backbone(ident.arch)
+    try:
+        model, note = backbone_for_head(ident.arch, found.backbone_weights, model_dir)
+    except WeightsError as error:
+        raise NotServable(str(error)) from None
+    log.info("%s", note)
+    return model
+
+
+def rebuild_head(model: nn.Module, slot: HeadSlot, found: Found, arch: str) -> Head:
+    """A pickled head's own structure wins; then torchvision's classifier with its last layer
+    replaced; then the course's convention, from the weights."""
+    state = {k[len(slot.prefix):]: v for k, v in found.state.items() if k.startswith(slot.prefix)}
+    if not state:
+        raise NotServable(f"state_dict has no feed-forward head under '{slot.prefix}' "
+                          f"(where {arch} keeps its classifier)")
+    width = slot.in_features
+    try:
+        if isinstance(found.head_module, nn.Module):
+            try:
+                return from_record(found.head_module, state, width)
+            except HeadError as error:
+                log.info("pickled head not used (%s): rebuilding it from its weights", error)
+        kept = from_kept(model.get_submodule(slot.path), state)
+        if kept is not None:
+            return kept
+        built = from_convention(state, width)
+    except HeadError as error:
+        raise NotServable(f"head under '{slot.path}' does not fit {arch} "
+                          f"({slot.in_features} features in): {error}") from None
+    return Head(placed_head(slot, built.module), built.layout, built.outputs)
+
+
+def served_classes(found: Found, outputs: int) -> tuple[list[str], list[int]]:
+    """(class ids in served order, the head outputs they are): every class in the map; a head
+    with more outputs than classes serves only those; no map: output indices, with a warning."""
+    if found.classes is None:
+        log.warning("the checkpoint stores no class map: serving output indices 0..%d as "
+                    "classes", outputs - 1)
+        return [str(i) for i in range(outputs)], list(range(outputs))
+    indices = sorted(found.classes)
+    if indices[-1] >= outputs:
+        raise NotServable(
+            f"the head gives {outputs} outputs but the class map numbers {len(indices)} classes "
+            f"up to {indices[-1]}: it must give {indices[-1] + 1} outputs")
+    if len(indices) < outputs:
+        log.warning("the head gives %d outputs, %d of which have a class: serving those",
+                    outputs, len(indices))
+    return [found.classes[i] for i in indices], indices
+
+
+def preprocessing_of(found: Found, arch: str) -> Preprocessing:
+    return found.preprocessing or legacy_preprocessing(arch)
 
 
 def legacy_preprocessing(arch: str) -> Preprocessing:
@@ -219,15 +255,52 @@ def read_category_names(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): v for k, v in names.items()}
 
 
+def checkpoint_candidates(model_dir: Path) -> list[Path]:
+    """Files that may be the checkpoint: checkpoint.pth if present, else every *.pth, *.pt,
+    *.tar, *.pickle, *.pkl or extension-less torch/pickle file that is not a backbone's
+    torchvision weights file."""
+    named = model_dir / CHECKPOINT
+    if named.is_file():
+        return [named]
+    return sorted(p for p in model_dir.iterdir() if p.is_file() and looks_like_checkpoint(p)
+                  and p.name not in torchvision_weight_files())
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    if path.suffix.lower() in SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head.startswith((b"PK\x03\x04", b"\x80"))  # a zip (torch.save) or a pickle
+
+
+def find_checkpoint(model_dir: Path) -> Path:
+    found = checkpoint_candidates(model_dir)
+    if not found:
+        raise ModelLoadError(f"{model_dir / CHECKPOINT} not found, nor any other checkpoint "
+                             f"file ({', '.join(SUFFIXES)} or no extension) in {model_dir}")
+    if len(found) > 1:
+        raise ModelLoadError(
+            f"{model_dir} holds {len(found)} checkpoint candidates "
+            f"({', '.join(p.name for p in found[:6])}): keep one, or name it {CHECKPOINT}")
+    if found[0].name != CHECKPOINT:
+        log.info("checkpoint: %s (the one checkpoint file in %s)", found[0].name, model_dir)
+    return found[0]
+
+
 def load_classifier(model_dir: str | os.PathLike,
                     category_names: str | os.PathLike | None = None) -> Classifier:
-    """Load checkpoint.pth (+ cat_to_name.json) from a SageMaker model directory."""
+    """Load the checkpoint (+ cat_to_name.json) from a SageMaker model directory."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory {model_dir} does not exist (SM_MODEL_DIR); it must "
                              f"hold {CHECKPOINT} and optionally {CATEGORY_NAMES}")
-    classifier = classifier_from_checkpoint(read_checkpoint(model_dir / CHECKPOINT))
-    classifier.labels = read_category_names(category_names or model_dir / CATEGORY_NAMES)
+    path = find_checkpoint(model_dir)
+    classifier = classifier_from_checkpoint(read_checkpoint(path), model_dir, str(path))
+    names = read_category_names(category_names or model_dir / CATEGORY_NAMES)
+    classifier.labels = {**classifier.labels, **names}
     return classifier
 
 

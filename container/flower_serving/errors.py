@@ -37,6 +37,10 @@ class ModelLoadError(Exception):
     """The model directory cannot be served; the message says what was expected."""
 
 
+class UnsafeCheckpoint(ModelLoadError):
+    """A checkpoint that would import or call something outside the allow-list to load."""
+
+
 class WeightsError(ValueError):
     """Backbone weights that cannot be had, read or used; the message says which and why."""
 
