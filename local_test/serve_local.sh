@@ -46,6 +46,12 @@ if [[ ! -f $test_dir/model/checkpoint.pth ]]; then
     "$here/train_local.sh" "$image"
 fi
 
+# the server recognises the bundled demo by its SHA-256 (model_info.py); say so here too
+demo_sha=$(sed -n 's/^DEMO_CHECKPOINT_SHA256 = "\([0-9a-f]*\)"$/\1/p' \
+    "$root/container/flower_serving/model_info.py")
+if [[ $(sha256sum "$test_dir/model/checkpoint.pth" | cut -d' ' -f1) == "$demo_sha" ]]; then
+    echo "model: the bundled demo model (EfficientNet-Lite0; see README, The demo model)" >&2
+fi
 echo "serving $image on http://localhost:$port (POST /invocations, GET /ping); Ctrl-C stops" >&2
 exec docker run --rm "${GPUS[@]}" --stop-timeout 30 \
     -v "$test_dir:/opt/ml" -p "127.0.0.1:$port:8080" "$image" serve

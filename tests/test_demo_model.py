@@ -1,10 +1,12 @@
-# Tests the committed demo model in local_test/test_dir/model: small head-only Lite0 checkpoint,
-# loads without flags, names the sample photos, and the server's answer equals predict.py's.
+# Tests the committed demo model in local_test/test_dir/model: a fine-tuned Lite0 checkpoint under
+# 25 MB that loads with weights_only=True, is served, and names every sample payload correctly.
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import requests
+import torch
 
 from flower_serving.checkpoint import load_classifier, read_checkpoint
 from flower_serving.prediction import load, predict
@@ -14,6 +16,7 @@ from serving import ServerProcess
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "local_test" / "test_dir" / "model"
 VALID = ROOT.parent / "shared" / "flowers" / "valid"
+PAYLOADS = ROOT / "local_test" / "payloads"
 
 
 def expected_label(photo: Path) -> str:
@@ -25,12 +28,14 @@ def classifier():
     return load_classifier(MODEL_DIR)
 
 
-def test_demo_checkpoint_is_small_and_head_only() -> None:
+def test_demo_checkpoint_is_small_and_loads_with_weights_only() -> None:
     path = MODEL_DIR / "checkpoint.pth"
-    assert path.stat().st_size < 2_000_000  # head + Adam state only: no backbone stored
+    assert path.stat().st_size <= 25_000_000  # small enough for git: fp32, no optimizer state
+    assert torch.load(path, map_location="cpu", weights_only=True)["format"] == "flower-classifier"
     saved = read_checkpoint(path)
-    assert saved["arch"] == "efficientnet_lite0" and saved["state_dict_scope"] == "head"
-    assert saved["backbone_weights"] == "default"
+    # the last 2 blocks and conv_head were fine-tuned: the full state_dict is stored
+    assert saved["arch"] == "efficientnet_lite0" and saved["state_dict_scope"] == "full"
+    assert saved["train_blocks"] == 2 and saved["weights"] == "default"
     assert saved["preprocessing"]["mean"] == [0.5] * 3 == saved["preprocessing"]["std"]
     names = json.loads((MODEL_DIR / "cat_to_name.json").read_text())
     assert set(saved["class_to_idx"]) == set(names) and len(names) == 102
@@ -57,6 +62,28 @@ def test_served_prediction_equals_predict_py(photos) -> None:
             assert response.status_code == 200, response.text
             expected = {"predictions": predict(str(photo), local, 5, choose_device(False))}
             assert response.json() == expected
+
+
+def test_payload_names_are_flowers_of_cat_to_name() -> None:
+    names = set(json.loads((MODEL_DIR / "cat_to_name.json").read_text()).values())
+    payloads = sorted(PAYLOADS.glob("*.*"))
+    assert len(payloads) >= 9 and all(expected_label(p) in names for p in payloads), payloads
+
+
+def test_served_demo_names_every_sample_payload() -> None:
+    """A real serve process at the precision it picks itself (auto: on a CPU int8 is tried and
+    kept only if it keeps fp32's answers): each payload's top-1 is the flower in its name."""
+    with ServerProcess(MODEL_DIR, {"INFERENCE_PRECISION": "auto"}) as server:
+        server.wait_ready()
+        info = requests.get(server.url + "/model-info", timeout=10).json()
+        assert info["demo"] is True and info["arch"] == "efficientnet_lite0", info
+        assert info["precision"] in ("fp32", "int8"), info
+        for payload in sorted(PAYLOADS.glob("*.*")):
+            content_type = "image/png" if payload.suffix == ".png" else "image/jpeg"
+            response = server.post(payload.read_bytes(), content_type)
+            assert response.status_code == 200, response.text
+            top = response.json()["predictions"][0]
+            assert top["label"] == expected_label(payload), (payload.name, top, info)
 
 
 @pytest.mark.skipif(not VALID.is_dir(), reason="../shared/flowers/valid not present")

@@ -104,6 +104,35 @@ def test_lite0_default_weights_store_only_the_head(data, tmp_path) -> None:
     assert load_classifier(tmp_path).arch == "efficientnet_lite0"
 
 
+def test_train_blocks_fine_tunes_only_the_last_blocks(data, tmp_path) -> None:
+    """--train_blocks 2: the stem and first 14 blocks keep the pretrained weights, the last two
+    and conv_head change; the full state_dict is saved (loadable with weights_only=True) and
+    the served model answers as the epoch that validation selected."""
+    assert main([str(data), "--save_dir", str(tmp_path), "--arch", "efficientnet_lite0",
+                 "--hidden_units", "0", "--train_blocks", "2", "--views", "2", "--epochs", "2",
+                 "--num_workers", "0", "--batch_size", "8", "--learning_rate", "0.01"]) == 0
+    saved = torch.load(tmp_path / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert saved["state_dict_scope"] == "full" and saved["train_blocks"] == 2
+    assert saved["views"] == 2 and 0 <= saved["selected_epoch"] <= 2
+    assert [row["epoch"] for row in saved["history"]] == [1, 2]
+    pretrained = build_backbone("efficientnet_lite0", pretrained=True).state_dict()
+    state = saved["state_dict"]
+    assert torch.equal(state["blocks.0.0.conv_dw.weight"], pretrained["blocks.0.0.conv_dw.weight"])
+    assert torch.equal(state["blocks.5.2.conv_pw.weight"], pretrained["blocks.5.2.conv_pw.weight"])
+    if saved["selected_epoch"]:
+        assert not torch.equal(state["conv_head.weight"], pretrained["conv_head.weight"])
+        assert not torch.equal(state["blocks.6.0.conv_pwl.weight"],
+                               pretrained["blocks.6.0.conv_pwl.weight"])
+    classifier = load_classifier(tmp_path)
+    assert classifier.arch == "efficientnet_lite0" and classifier.labels["1"] == "red flower"
+    assert (tmp_path / "training_curve.png").stat().st_size > 1000
+
+
+def test_train_blocks_is_refused_for_other_architectures(data, tmp_path, capsys) -> None:
+    assert main([str(data), "--save_dir", str(tmp_path), *FAST, "--train_blocks", "1"]) == 2
+    assert "--train_blocks supports efficientnet_lite0 only" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("layout, args, message", [
     ("no_valid", [], "validation folder .*valid not found"),
     ("no_train", [], "training folder .*train not found"),

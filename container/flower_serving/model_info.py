@@ -10,8 +10,8 @@ from .device import describe
 from .environment import Environment
 from .handler import Handler
 
-DEMO_CHECKPOINT_SIZE = 1_576_687
-DEMO_CHECKPOINT_SHA256 = "f38d3601ace64b2b4cd7128a7a2946096390d4a3f949c1e5f7a2013a5e6062a1"
+DEMO_CHECKPOINT_SIZE = 14_267_569
+DEMO_CHECKPOINT_SHA256 = "411479b87a9eaaeccdb484f557abea5c2ef09c5eb1eceb03665452f1cd427329"
 
 
 def is_demo(model_dir: str | Path) -> bool:

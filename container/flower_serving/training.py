@@ -1,5 +1,5 @@
-# Trains a new feed-forward head on a frozen pretrained backbone and writes checkpoint.pth.
-# The logic behind train/train.py and the image's `train` entrypoint; options in build_parser().
+# Trains a new feed-forward head on a frozen pretrained backbone (or, with --train_blocks, on its
+# fine-tuned last blocks) and writes checkpoint.pth. Behind train/train.py and the image's `train`.
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,7 @@ from .checkpoint import (
 )
 from .data import ClassFolders, DataError, data_folders
 from .errors import ModelLoadError, WeightsError
+from .fine_tune import FineTuner, cache_views, split_backbone
 from .preprocess import Preprocessing
 from .training_args import (
     DEFAULT_ARCH,
@@ -73,11 +74,15 @@ class Model:
             if checkpoint["class_to_idx"] != class_to_idx:
                 raise UsageError(f"--resume {args.resume}: its classes differ from the data's")
             self.weights = checkpoint.get("weights", checkpoint.get("backbone_weights", "none"))
+            # a fine-tuned backbone is part of the model from now on: never saved head-only
+            self.tuned_blocks = int(checkpoint.get("train_blocks", 0))
         else:
             self.arch = args.arch or DEFAULT_ARCH
             self.hidden = (args.hidden_units if args.hidden_units is not None
                            else hidden_sizes(DEFAULT_HIDDEN))
             self.weights = args.weights
+            self.tuned_blocks = 0
+        self.tuned_blocks = max(self.tuned_blocks, args.train_blocks)  # saved as train_blocks
         if checkpoint is None:
             self.backbone, self.weights_note = backbone_with_weights(self.arch, self.weights)
             self.preprocessing = preprocessing_for(self.arch)
@@ -131,8 +136,9 @@ class Model:
         return state
 
     def head_only(self) -> bool:
-        """Store just the head when the loader can rebuild the backbone offline (lite0)."""
-        return self.weights == "default" and self.arch == LITE0
+        """Store just the head when the loader can rebuild the backbone offline (lite0) and
+        training left it as it came."""
+        return self.weights == "default" and self.arch == LITE0 and not self.tuned_blocks
 
 
 def loader(dataset: ClassFolders, args, shuffle: bool,
@@ -213,6 +219,72 @@ def plot_curve(history: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+def report(desc: str, row: dict) -> None:
+    print(f"{desc}: train loss {row['train_loss']:.4f}, validation loss {row['valid_loss']:.4f}, "
+          f"top-1 {100 * row['top1']:.1f}%, top-5 {100 * row['top5']:.1f}%", flush=True)
+
+
+def train_head(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
+               args: argparse.Namespace, device: torch.device, shuffle: torch.Generator) -> dict:
+    """The head alone on the frozen backbone's features (cached once with --no_augment); the
+    last epoch is kept, with the optimizer state for --resume."""
+    valid = extract(model, loader(valid_set, args, False), device, "valid features")
+    if args.no_augment:
+        train = extract(model, loader(train_set, args, False), device, "train features")
+    else:
+        images = loader(train_set, args, True, shuffle)
+    steps = -(-len(train_set) // args.batch_size)
+    for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
+        desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
+        batches = cached_batches(*train, args.batch_size, shuffle) if args.no_augment else images
+        train_loss = train_epoch(model, batches, steps, device, desc)
+        row = {"epoch": epoch, "train_loss": train_loss, **evaluate(model.head, *valid)}
+        model.history.append(row)
+        report(desc, row)
+    return {"optimizer": model.optimizer.state_dict(),
+            "learning_rate": model.optimizer.param_groups[0]["lr"]}
+
+
+def fine_tune(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
+              args: argparse.Namespace, shuffle: torch.Generator) -> dict:
+    """--train_blocks N: the frozen blocks run once per cached view (--views augmented passes
+    over the photos); then each epoch trains the last N blocks and the head on one random view
+    of each photo. The epoch with the best validation top-1 is kept. On the CPU only: the cache
+    lives in memory. No optimizer state is saved (it would double the file)."""
+    if next(model.backbone.parameters()).device.type != "cpu":
+        raise UsageError("--train_blocks trains on the CPU (its feature cache is in memory); "
+                         "drop --gpu")
+    model.backbone.to(memory_format=torch.channels_last)  # 2x faster depthwise convs on oneDNN
+    frozen, tail = split_backbone(model.backbone, model.arch, args.train_blocks)
+    views = 1 if args.no_augment else args.views
+    valid = cache_views(frozen, valid_set, 1, lambda: loader(valid_set, args, False),
+                        "valid features")
+    cache, targets = cache_views(frozen, train_set, views, lambda: loader(train_set, args,
+                                                                          False), "train view")
+    print(f"cached {views} view(s) of {len(targets)} photos after {len(frozen) - 2} frozen "
+          f"blocks: {cache.nbytes / 1e9:.2f} GB", flush=True)
+    tuner = FineTuner(tail, model.head, args, -(-len(targets) // args.batch_size))
+    if not model.epochs_done:
+        probe_loss = tuner.probe(cache, targets, shuffle)
+        row = tuner.evaluate(valid[0][0], valid[1])
+        print(f"linear probe: train loss {probe_loss:.4f}, validation loss "
+              f"{row['valid_loss']:.4f}, top-1 {100 * row['top1']:.1f}%, top-5 "
+              f"{100 * row['top5']:.1f}%", flush=True)
+        tuner.keep_if_best(0, row)  # epoch 0: the probe on the pretrained blocks
+    for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
+        desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
+        train_loss = tuner.epoch(cache, targets, args.batch_size, shuffle, desc)
+        row = {"epoch": epoch, "train_loss": train_loss, **tuner.evaluate(valid[0][0], valid[1])}
+        model.history.append(row)
+        tuner.keep_if_best(epoch, row)
+        report(desc, row)
+    tuner.restore_best()
+    model.backbone.to(memory_format=torch.contiguous_format)
+    print(f"selected epoch {tuner.best_epoch} (best validation top-1)", flush=True)
+    return {"selected_epoch": tuner.best_epoch, "views": views,
+            "learning_rate": args.learning_rate or DEFAULT_LR}
+
+
 def category_names(args: argparse.Namespace) -> Path | None:
     """--category_names (must exist), else DATA_DIR/cat_to_name.json if present, else None."""
     if args.category_names:
@@ -241,20 +313,8 @@ def run(args: argparse.Namespace) -> Path:
           f"{len(valid_set)} validation images, {len(class_to_idx)} classes; {device}",
           flush=True)
     shuffle = torch.Generator().manual_seed(args.seed)
-    valid = extract(model, loader(valid_set, args, False), device, "valid features")
-    if args.no_augment:
-        train = extract(model, loader(train_set, args, False), device, "train features")
-    else:
-        images = loader(train_set, args, True, shuffle)
-    steps = -(-len(train_set) // args.batch_size)
-    for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
-        desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
-        batches = cached_batches(*train, args.batch_size, shuffle) if args.no_augment else images
-        train_loss = train_epoch(model, batches, steps, device, desc)
-        row = {"epoch": epoch, "train_loss": train_loss, **evaluate(model.head, *valid)}
-        model.history.append(row)
-        print(f"{desc}: train loss {train_loss:.4f}, validation loss {row['valid_loss']:.4f}, "
-              f"top-1 {100 * row['top1']:.1f}%, top-5 {100 * row['top5']:.1f}%", flush=True)
+    selected = fine_tune(model, train_set, valid_set, args, shuffle) if args.train_blocks else (
+        train_head(model, train_set, valid_set, args, device, shuffle))
     model.epochs_done += args.epochs
     path = save_dir / CHECKPOINT
     save_checkpoint(
@@ -262,9 +322,9 @@ def run(args: argparse.Namespace) -> Path:
         class_to_idx=class_to_idx,
         state_dict=model.state_dict(), preprocessing=spec, head_only=model.head_only(),
         backbone_weights="default", epochs=model.epochs_done, history=model.history,
-        optimizer=model.optimizer.state_dict(), weights=model.weights, dropout=args.dropout,
-        learning_rate=model.optimizer.param_groups[0]["lr"], batch_size=args.batch_size,
-        augment=not args.no_augment, seed=args.seed)
+        weights=model.weights, dropout=args.dropout, batch_size=args.batch_size,
+        augment=not args.no_augment, seed=args.seed, train_blocks=model.tuned_blocks,
+        **selected)
     plot_curve(model.history, save_dir / CURVE)
     if names is not None and names.resolve() != (save_dir / CATEGORY_NAMES).resolve():
         shutil.copyfile(names, save_dir / CATEGORY_NAMES)

@@ -80,6 +80,13 @@ def build_parser() -> Parser:
     p.add_argument("--no_augment", action="store_true", help=(
         "train on center crops (preprocess()) instead of random rotation/crop/flip; backbone "
         "features are then computed once and cached, which makes many epochs cheap"))
+    p.add_argument("--train_blocks", type=int, default=0, metavar="N", help=(
+        "efficientnet_lite0 only: fine-tune its last N inverted-residual blocks (of 16) and "
+        "conv_head with the head, on cached outputs of the frozen blocks before them; the full "
+        "state_dict is saved (default 0: the head alone, on a frozen backbone)"))
+    p.add_argument("--views", type=int, default=3, help=(
+        "with --train_blocks: augmented views of each training photo to cache, one pass over "
+        "the photos each; every epoch draws one of them per photo (default 3)"))
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--train_dir", help="training folder if not DATA_DIR/train")
     p.add_argument("--valid_dir", help="validation folder if not DATA_DIR/valid")
@@ -93,11 +100,13 @@ def parse_args(argv: list[str] | None = None, raise_errors: bool = False) -> arg
     parser = build_parser()
     parser.raise_errors = raise_errors
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "views"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.num_workers < 0 or not 0 <= args.dropout < 1:
         parser.error("--num_workers must be >= 0 and --dropout in [0, 1)")
+    if args.train_blocks < 0:
+        parser.error("--train_blocks must be >= 0")
     if args.learning_rate is not None and args.learning_rate <= 0:
         parser.error("--learning_rate must be positive")
     return args
