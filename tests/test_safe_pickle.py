@@ -18,6 +18,7 @@ from conftest import CATEGORY_NAMES
 from flower_serving.checkpoint import classifier_from_checkpoint, load_classifier, read_checkpoint
 from flower_serving.errors import ModelLoadError
 from flower_serving.safe_pickle import Placeholder, load_untrusted
+from serving import ServerProcess
 
 EVIL_MODULE = """
 import pathlib
@@ -158,3 +159,17 @@ def test_hostile_model_directory_never_imports_or_runs(tmp_path, marker):
                 "x": Reduces(os.system, f"touch {marker}")}, model_dir / "my_model.pt")
     with pytest.raises(ModelLoadError, match="my_model.pt was refused: it refers to posix.system"):
         load_classifier(model_dir)
+
+
+def test_serve_refuses_a_hostile_reduce_in_one_line_and_runs_nothing(tmp_path, marker):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    hostile = Reduces(collections.OrderedDict, [("k", Reduces(os.system, f"touch {marker}"))])
+    with open(model_dir / "checkpoint.pth", "wb") as file:  # a plain pickle.dump file
+        pickle.dump({**state_dict_file_data(), "extra": hostile}, file, protocol=2)
+    with ServerProcess(model_dir) as server:
+        code = server.wait_exit(timeout=120)
+        log = server.log
+    lines = [line for line in log.splitlines() if "cannot serve the model" in line]
+    assert code != 0 and len(lines) == 1 and "posix.system" in lines[0], log
+    assert "Traceback" not in log

@@ -228,15 +228,28 @@ def numbering(items) -> bool:
     return None not in indices and len(set(indices)) == len(indices)
 
 
+def ambiguous_is_inverse(key: str, keys: list, values: list) -> bool:
+    """Both sides are numbers: the side that is exactly 0..N-1 is the index; then the side of
+    Python ints (ImageFolder's indices are ints); then the key's name."""
+    def exact(items) -> bool:
+        return sorted(as_index(i) for i in items) == list(range(len(items)))
+
+    if exact(keys) != exact(values):
+        return exact(keys)
+    value_ints = all(isinstance(v, int) for v in values)
+    key_ints = all(isinstance(k, int) for k in keys)
+    if value_ints != key_ints:
+        return key_ints
+    return key.startswith("idx")
+
+
 def read_map(key: str, mapping: dict) -> tuple[dict[int, str], str]:
     """Detect the direction from the values: the side that numbers 0..N-1 is the index side;
     where both could be, ints beat digit strings, then the key's name decides."""
     keys, values = list(mapping), list(mapping.values())
     by_values, by_keys = numbering(values), numbering(keys)
     if by_values and by_keys:
-        value_ints = all(isinstance(v, int) for v in values)
-        key_ints = all(isinstance(k, int) for k in keys)
-        inverse = key_ints and not value_ints or (value_ints == key_ints and key.startswith("idx"))
+        inverse = ambiguous_is_inverse(key, keys, values)
     elif by_values or by_keys:
         inverse = by_keys
     else:
