@@ -32,7 +32,8 @@ InService. The last line printed is the endpoint name.
                       model's size at 25 MB/s, >= 120
   --ami-version       InferenceAmiVersion; auto = $GPU_AMI on GPU instance types
                       (the image's CUDA 13.0 wheels need driver >= 580), none on CPU
-                      types; ml.p3 (Volta) is refused: CUDA 13 no longer supports it
+                      types; ml.p3 (Volta) is refused unless --ami-version is given: CUDA 13
+                      no longer supports Volta (a cu126 build of the image does)
   --timeout, --poll-seconds  bound the wait for InService
   --serverless MEMORY_MB  a serverless endpoint (1024-6144, steps of 1024) with
                       --max-concurrency N (1-200, default 5), on the CPU image (default: the
@@ -121,8 +122,10 @@ fi
 [[ -z "$ROLE" ]] || check_role_arn "$ROLE"
 [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
   die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
-[[ "$INSTANCE_TYPE" != ml.p3.* ]] ||
-  die "$INSTANCE_TYPE has Volta GPUs, which the image's CUDA 13.0 build cannot use; pick ml.g5 or newer"
+[[ "$INSTANCE_TYPE" != ml.p3.* || "$AMI" != auto ]] ||
+  die "$INSTANCE_TYPE has Volta GPUs, which the image's CUDA 13.0 build cannot use; pick ml.g5 or" \
+    "newer, or build the image with TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 and" \
+    "pass --ami-version al2-ami-sagemaker-inference-gpu-2"
 for t in "$STARTUP_TIMEOUT" "$DOWNLOAD_TIMEOUT"; do
   [[ "$t" == auto ]] || ((t >= 60 && t <= 3600)) || die "--startup-timeout and --download-timeout must be 60-3600"
 done

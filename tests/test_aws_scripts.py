@@ -243,6 +243,16 @@ def test_deploy_cpu_autoscale_delete(aws_env, moto_server):
     assert "endpoint flowers does not exist" in again.stderr
 
 
+def test_v100_needs_the_cu126_image_and_its_ami(aws_env, moto_server):
+    """ml.p3 passes only with an explicit --ami-version (an image built with the CUDA 12.6
+    wheels, driver >= 525); the default CUDA 13.0 image cannot use Volta."""
+    make_role(moto_server)
+    result = deploy(aws_env, "flowers", "--instance-type", "ml.p3.2xlarge", "--ami-version",
+                    "al2-ami-sagemaker-inference-gpu-2", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "al2-ami-sagemaker-inference-gpu-2" in result.stderr
+
+
 def test_deploy_gpu_then_redeploy(aws_env, moto_server):
     """GPU deploy sets InferenceAmiVersion; re-running deploy.sh updates it (blue/green).
 
