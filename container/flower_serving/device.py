@@ -20,11 +20,6 @@ def select_device(index: int = 0) -> torch.device:
     return torch.device("cuda", index % torch.cuda.device_count())
 
 
-def gpu_count() -> int:
-    """GPUs torch can use (0 without CUDA), for the default worker count: one per GPU."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def driver_version() -> str | None:
     """The NVIDIA kernel driver's version line, as a container sees it, or None."""
     if not NVIDIA_DRIVER_FILE.exists():

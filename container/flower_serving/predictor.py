@@ -53,8 +53,7 @@ class Predictor:
     def answers(self, batch: torch.Tensor, model: nn.Module | None = None,
                 precision: str = "fp32") -> torch.Tensor:
         """Probabilities for any number of images, in chunks of CHUNK."""
-        return torch.cat([self._run(model or self.model, chunk, precision)
-                          for chunk in batch.split(CHUNK)])
+        return self.timed_answers(batch, model, precision)[0]
 
     def timed_answers(self, batch: torch.Tensor, model: nn.Module | None = None,
                       precision: str = "fp32") -> tuple[torch.Tensor, float]:
