@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,27 +82,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_shorter(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
-    """torchvision Resize(size) on a PIL image: shorter side to `size`."""
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    if (new_w, new_h) == (width, height):
-        return image
-    return image.resize((new_w, new_h), resample)
-
-
-def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """torchvision CenterCrop(size) for an image at least `size` on each side."""
-    width, height = image.size
-    if (width, height) == (size, size):
-        return image
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
-
-
 @functools.lru_cache(maxsize=8)
 def _levels(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """What torchvision's ToTensor then Normalize make of each 8-bit level, per channel
@@ -145,5 +126,6 @@ def preprocess(image: Image.Image, spec: Preprocessing = Preprocessing()) -> tor
     if spec.resize * int(spec.resize * long / short) > RESIZED_PIXELS_LIMIT:
         image = crop_box_resize(image, spec)
     else:
-        image = center_crop(resize_shorter(image, spec.resize, spec.filter), spec.crop)
+        resized = F.resize(image, [spec.resize], InterpolationMode(spec.interpolation))
+        image = F.center_crop(resized, [spec.crop])
     return to_model_input(image, spec)
