@@ -98,6 +98,7 @@ def test_auto_checks_every_candidate_serves_one_that_keeps_answers_and_caches_it
 
 
 def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir, photos):
+    from flower_serving.device import cpu_has_vnni
     from flower_serving.quantize import layer_sensitivity
 
     classifier = load_classifier(small_model_dir)
@@ -105,7 +106,7 @@ def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir
     with torch.no_grad():  # one huge weight: per-channel int8 then rounds the rest to zero
         classifier.model.layer3[0].conv2.weight[:, :, 1, 1] = 0.0
         classifier.model.layer3[0].conv2.weight[:, 0, 1, 1] = 50.0
-    ranked = layer_sensitivity(classifier.model, classifier.head_path, batch)
+    ranked = layer_sensitivity(classifier.model, classifier.head_path, batch, cpu_has_vnni())
     assert ranked[0][0] == "layer3.0.conv2"
     assert not any(name.startswith("fc.") or name == "fc" for name, _ in ranked)  # the head
     assert len(ranked) == 20  # resnet18's 17 convolutions and 3 downsample convolutions

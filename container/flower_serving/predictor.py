@@ -140,7 +140,7 @@ class Predictor:
         layer_sensitivity on the photos): the first that keeps the answers, or None. No try
         starts that would end after `deadline`, each costing about `cost` seconds."""
         ranked = [name for name, _ in layer_sensitivity(self.model, self.classifier.head_path,
-                                                        photos)]
+                                                        photos, cpu_has_vnni())]
         for count in MIXED_TRIES:
             if time.perf_counter() + cost > deadline:
                 log.info("int8 with fp32 layers not tried further: the precision checks' "

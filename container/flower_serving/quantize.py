@@ -19,17 +19,12 @@ def quantize(model: nn.Module, head_path: str, photos: torch.Tensor, vnni: bool,
     reduced 7-bit range avoids the int16 overflow of older AVX2/AVX-512 instructions.
     `fp32_layers` (module names) stay in fp32: the mixed-precision model."""
     import torch.fx.config
-    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     engine = "onednn" if vnni else "x86"
     torch.backends.quantized.engine = engine
-    qconfig = QConfig(
-        activation=MinMaxObserver.with_args(reduce_range=not vnni),
-        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                  qscheme=torch.per_channel_symmetric))
-    mapping = get_default_qconfig_mapping(engine).set_global(qconfig)
+    mapping = get_default_qconfig_mapping(engine).set_global(_qconfig(vnni))
     mapping.set_module_name(head_path, None)  # the head is tiny; fp32 keeps its output exact
     for name in fp32_layers:
         mapping.set_module_name(name, None)
@@ -48,31 +43,42 @@ def quantize(model: nn.Module, head_path: str, photos: torch.Tensor, vnni: bool,
         torch.fx.config.do_not_emit_stack_traces = stack_traces
 
 
-def _fake_int8(x: torch.Tensor) -> torch.Tensor:
-    """x through an int8 round trip with its own min/max range (as an observer would set it)."""
-    low, high = float(x.min()), float(x.max())
-    scale = max(high - low, 1e-8) / 255
-    zero = int(round(-low / scale))
-    return torch.fake_quantize_per_tensor_affine(x, scale, min(max(zero, 0), 255), 0, 255)
+def _qconfig(vnni: bool):
+    """Per-channel symmetric int8 weights; activation ranges from their min/max (7-bit
+    without VNNI)."""
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    return QConfig(
+        activation=MinMaxObserver.with_args(reduce_range=not vnni),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                  qscheme=torch.per_channel_symmetric))
 
 
-def _fake_int8_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 weights, as quantize() uses."""
-    scale = w.detach().abs().flatten(1).amax(1).clamp(min=1e-8) / 127
-    return torch.fake_quantize_per_channel_affine(
-        w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127)
+def _fake_int8(x: torch.Tensor, observer) -> torch.Tensor:
+    """x through an int8 round trip with the qparams `observer` (quantize()'s) gives it."""
+    watch = observer()
+    watch(x.detach())
+    scale, zero = watch.calculate_qparams()
+    if watch.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        return torch.fake_quantize_per_channel_affine(
+            x, scale, zero.int(), watch.ch_axis, watch.quant_min, watch.quant_max)
+    return torch.fake_quantize_per_tensor_affine(
+        x, float(scale), int(zero), watch.quant_min, watch.quant_max)
 
 
-def layer_sensitivity(model: nn.Module, head_path: str,
-                      photos: torch.Tensor) -> list[tuple[str, float]]:
+def layer_sensitivity(model: nn.Module, head_path: str, photos: torch.Tensor,
+                      vnni: bool) -> list[tuple[str, float]]:
     """Each Conv2d and Linear outside the head, with the relative error that int8 inputs and
     weights add to its own output on `photos` (one fp32 pass, each layer fed its fp32 input),
     the most sensitive first."""
+    qconfig = _qconfig(vnni)
     errors: dict[str, float] = {}
 
     def hook(name: str):
         def measure(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            x, w = _fake_int8(args[0]), _fake_int8_weight(module.weight)
+            x = _fake_int8(args[0], qconfig.activation)
+            w = _fake_int8(module.weight, qconfig.weight)
             if isinstance(module, nn.Conv2d):
                 approx = module._conv_forward(x, w, module.bias)
             else:
