@@ -10,8 +10,9 @@
 # Turing (sm_75) or newer GPU: on SageMaker create the endpoint config with
 # InferenceAmiVersion al2023-ami-sagemaker-inference-gpu-4-1 (endpoint/deploy.sh does). Without
 # a usable GPU the same image serves on the CPU and says so in its start-up log.
-# VARIANT=cpu installs PyTorch's CPU-only wheels of the same versions, for CPU instances and
-# serverless inference (10 GB limit). TORCH_INDEX_URL overrides the index for torch/torchvision:
+# VARIANT=cpu installs PyTorch's CPU-only wheels of the same versions, and OpenVINO with NNCF
+# (requirements-cpu.txt: INFERENCE_BACKEND=auto serves through OpenVINO where it is faster), for
+# CPU instances and serverless inference (10 GB limit). TORCH_INDEX_URL overrides the index for torch/torchvision:
 # V100 (p3) users build with https://download.pytorch.org/whl/cu126 (driver >= 525).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
@@ -28,11 +29,11 @@ ENV PYTHONUNBUFFERED=1 \
     PATH="/opt/program:/opt/venv/bin:${PATH}" \
     PYTHONPATH=/opt/program
 
-COPY requirements.txt /tmp/requirements.txt
+COPY requirements.txt requirements-cpu.txt /tmp/
 RUN set -eu; \
     case "$VARIANT" in \
-        gpu) default_index= ;; \
-        cpu) default_index=https://download.pytorch.org/whl/cpu ;; \
+        gpu) default_index='' extra='' ;; \
+        cpu) default_index=https://download.pytorch.org/whl/cpu extra=/tmp/requirements-cpu.txt ;; \
         *) echo "error: VARIANT must be gpu or cpu, got '$VARIANT'" >&2; exit 1 ;; \
     esac; \
     python3 -m venv "$VIRTUAL_ENV"; \
@@ -40,8 +41,8 @@ RUN set -eu; \
     index="${TORCH_INDEX_URL:-$default_index}"; \
     python -m pip install --no-cache-dir ${index:+--index-url "$index"} \
         -r /tmp/torch-requirements.txt; \
-    python -m pip install --no-cache-dir -r /tmp/requirements.txt; \
-    rm -f /tmp/requirements.txt /tmp/torch-requirements.txt; \
+    python -m pip install --no-cache-dir -r /tmp/requirements.txt ${extra:+-r "$extra"}; \
+    rm -f /tmp/requirements.txt /tmp/requirements-cpu.txt /tmp/torch-requirements.txt; \
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 COPY container/ /opt/program/

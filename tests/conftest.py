@@ -2,6 +2,7 @@
 # Servers are real gunicorn processes on loopback ports; nothing here is mocked.
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+# Servers, scripts and load_model() here run the torch backend unless a test asks for another:
+# OpenVINO's conversion and NNCF's int8 check would add seconds to every one of the suite's
+# server starts. tests/test_openvino.py and the cpu image's test run INFERENCE_BACKEND=auto.
+os.environ.setdefault("INFERENCE_BACKEND", "torch")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))
 sys.path.insert(0, str(ROOT / "tests"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
         [sys.executable, str(ROOT / "bench" / "run.py"), "--arch", "resnet18",
          "--concurrency", "1,2", "--seconds", "2", "--rounds", "1", "--photos", "4",
          "--confident", "100", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "INFERENCE_BACKEND"})  # as users run it
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["confident"] == 100
@@ -34,7 +36,17 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
         # the lanes are told apart by their OS thread names; both roles did work
         assert cpu["forward"] > 0 and cpu["other"] > 0 and cpu["load_generator"] > 0
         assert cpu["forward_in_probe"] > 0 and 0 < level["raw_ratio_ceiling"] < 1
+    # every candidate of both backends, checked and timed; the best one also around each level
+    candidates = {(c["backend"], c["precision"]): c for c in results["candidates"]}
+    assert {("torch", "fp32"), ("torch", "int8"), ("openvino", "fp32"),
+            ("openvino", "int8")} <= set(candidates)
+    assert all(c["images_per_s"] > 0 for c in candidates.values())
+    assert candidates["torch", "fp32"]["keeps"] and candidates["openvino", "fp32"]["keeps"]
+    assert all(level["best_keeping_images_per_s"] > 0 for level in served["levels"])
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| openvino | int8 |" in result.stdout
+    for target in ("4x the plain fp32", "0.9x the fastest", "/ping p99", "memory", "cold start"):
+        assert target in result.stdout
     assert "| 2 |" in result.stdout and "x raw limit ceiling" in result.stdout
 
 

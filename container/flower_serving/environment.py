@@ -19,6 +19,7 @@ MAX_BATCH_SIZE = "MAX_BATCH_SIZE"
 MAX_BATCH_DELAY_MS = "MAX_BATCH_DELAY_MS"
 MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 INFERENCE_PRECISION = "INFERENCE_PRECISION"
+INFERENCE_BACKEND = "INFERENCE_BACKEND"
 INFERENCE_LANES = "INFERENCE_LANES"
 CALIBRATION_IMAGES_DIR = "CALIBRATION_IMAGES_DIR"
 TORCH_THREADS = "TORCH_NUM_THREADS"
@@ -31,6 +32,7 @@ MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 # /opt/program/calibration in the image; in a checkout, a link to local_test/payloads
 DEFAULT_CALIBRATION_DIR = str(Path(__file__).resolve().parents[1] / "calibration")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+BACKENDS = ("auto", "torch", "openvino")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GRACEFUL_TIMEOUT_S = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 
@@ -100,6 +102,7 @@ class Environment:
     max_batch_delay_ms: float = 5.0
     max_image_pixels: int = 40_000_000
     precision: str = "auto"
+    backend: str = "auto"  # torch, openvino, or auto: the faster that keeps answers (CPU)
     calibration_dir: str = DEFAULT_CALIBRATION_DIR  # photos for the reduced-precision check
     torch_threads: int = 1
     lanes: int = 0  # 0: 2 on CPU (at most one per thread), 1 on GPU
@@ -148,6 +151,7 @@ class Environment:
                                      lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
             max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),
             precision=_choice(env, INFERENCE_PRECISION, "auto", PRECISIONS),
+            backend=_choice(env, INFERENCE_BACKEND, "auto", BACKENDS),
             calibration_dir=env.get(CALIBRATION_IMAGES_DIR, "").strip() or DEFAULT_CALIBRATION_DIR,
             torch_threads=_positive_int(env, TORCH_THREADS, cores, 1024),
             lanes=_read(env, INFERENCE_LANES, 0, int, lambda v: 0 <= v <= 64,

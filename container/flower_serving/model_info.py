@@ -34,6 +34,7 @@ def model_info(handler: Handler, env: Environment) -> dict:
         "classes": len(classifier.classes),
         "names": bool(classifier.labels),
         "precision": predictor.precision,
+        "backend": predictor.backend,
         "device": describe(predictor.device),
         "demo": is_demo(env.model_dir),
         "top_k": min(env.top_k, len(classifier.classes)),

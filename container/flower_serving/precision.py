@@ -14,26 +14,39 @@ import torch
 log = logging.getLogger(__name__)
 TOP1_TOLERANCE = 0.02  # a reduced precision keeps answers: same top-1, probability within this
 CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "flower-serving"
-POLICY = 2  # part of every cache key: a changed policy decides afresh
+POLICY = 3  # part of every cache key: a changed policy decides afresh
+TORCH = "torch"  # the backend the reference fp32 answers come from
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One candidate's result: its speed on the check's forwards and how its answers compare."""
+    """One candidate's result: its speed on the check's forwards and how its answers compare
+    with torch fp32's."""
 
     precision: str
     images_per_s: float
     same_top1: bool = True
-    gap: float = 0.0  # largest top-1 probability difference from fp32
+    gap: float = 0.0  # largest top-1 probability difference from torch fp32
+    backend: str = TORCH
 
     @property
     def keeps(self) -> bool:
         return self.same_top1 and self.gap <= TOP1_TOLERANCE
 
+    @property
+    def reference(self) -> bool:
+        """torch fp32: the answers every other candidate is checked against."""
+        return self.backend == TORCH and self.precision == "fp32"
+
+    @property
+    def label(self) -> str:
+        """"int8" for torch's, "openvino int8" for OpenVINO's."""
+        return self.precision if self.backend == TORCH else f"{self.backend} {self.precision}"
+
     def describe(self) -> str:
         answers = "keeps answers" if self.keeps else (
             "changes a top-1" if not self.same_top1 else "moves a top-1 probability")
-        return f"{self.precision} {answers} (gap {self.gap:.4f}), {self.images_per_s:.1f} img/s"
+        return f"{self.label} {answers} (gap {self.gap:.4f}), {self.images_per_s:.1f} img/s"
 
 
 def compare(exact: torch.Tensor, reduced: torch.Tensor) -> tuple[bool, float]:
@@ -45,8 +58,8 @@ def compare(exact: torch.Tensor, reduced: torch.Tensor) -> tuple[bool, float]:
 
 
 def fastest(verdicts: list[Verdict]) -> Verdict:
-    """The fastest verdict that keeps the answers; fp32, the reference, always does."""
-    keeping = [v for v in verdicts if v.keeps or v.precision == "fp32"]
+    """The fastest verdict that keeps the answers; torch fp32, the reference, always does."""
+    keeping = [v for v in verdicts if v.keeps or v.reference]
     return max(keeping, key=lambda v: v.images_per_s)
 
 
@@ -81,8 +94,13 @@ class DecisionCache:
     def __init__(self, key: str, folder: Path = CACHE_DIR) -> None:
         self.path = folder / f"precision-{key}.json"
 
+    def artifact(self, name: str) -> Path:
+        """Where a file the decision needs lives (the OpenVINO model's IR: NAME.xml/.bin)."""
+        return self.path.with_name(f"{self.path.stem}.{name}.xml")
+
     def load(self) -> dict | None:
-        """{"precision": ..., "fp32_layers": [...], "verdicts": [...]}, or None."""
+        """{"precision": ..., "backend": ..., "fp32_layers": [...], "verdicts": [...]}, or
+        None."""
         try:
             entry = json.loads(self.path.read_text())
             return entry if isinstance(entry, dict) and isinstance(entry["precision"], str) \

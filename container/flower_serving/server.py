@@ -35,14 +35,7 @@ def load_model(env: Environment, slot: int = 0):
 
     from .calibration import find_photos, load_photos
     from .checkpoint import load_classifier
-    from .device import (
-        choose_precision,
-        describe,
-        precision_candidates,
-        runtime_summary,
-        select_device,
-        unusable_gpu,
-    )
+    from .device import choose_precision, describe, runtime_summary, select_device, unusable_gpu
     from .errors import DeviceError
     from .precision import DecisionCache, decision_key
     from .predictor import Predictor
@@ -56,10 +49,12 @@ def load_model(env: Environment, slot: int = 0):
     if device.type == "cpu" and torch.version.cuda:
         log.info("no NVIDIA GPU is visible: serving on the CPU (this torch is a CUDA %s build)",
                  torch.version.cuda)
+    check_backend(env.backend, device)
     started = time.perf_counter()
     _tune_malloc(serving=False)
     classifier = load_classifier(env.model_dir)
-    predictor = Predictor(classifier, device, choose_precision(env.precision, device))
+    predictor = Predictor(classifier, device, choose_precision(env.precision, device),
+                          env.backend, env.lanes_for(device.type))
     _tune_malloc(serving=True)  # the fp32 weights are mappings of their own: freed, they go back
     photos = find_photos(env.model_dir, env.calibration_dir)
     log.info("%d calibration photos from %s", len(photos),
@@ -67,19 +62,37 @@ def load_model(env: Environment, slot: int = 0):
     # CUDA kernels are picked per batch shape, so warm both; oneDNN on CPU needs one forward
     sizes = (1, env.batch_size_for("cuda")) if device.type == "cuda" else (1,)
     cache = None
-    if predictor.precision == "auto":
+    if predictor.measures:
         model_files = [f for f in Path(env.model_dir).rglob("*") if f.is_file()]
-        cache = DecisionCache(decision_key([*model_files, *photos],
-                                           precision_candidates("auto", device), str(device)))
+        cache = DecisionCache(decision_key([*model_files, *photos], predictor.candidate_labels(),
+                                           str(device)))
     warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
                                                 env.max_image_pixels), cache)
     _trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
-    log.info("device: %s; precision %s; loaded in %.1f s, warmed up in %.1f s", describe(device),
-             predictor.precision, time.perf_counter() - started - warm, warm)
+    log.info("device: %s; backend %s, precision %s; loaded in %.1f s, warmed up in %.1f s",
+             describe(device), predictor.backend, predictor.precision,
+             time.perf_counter() - started - warm, warm)
     return classifier, predictor
+
+
+def check_backend(backend: str, device) -> None:
+    """INFERENCE_BACKEND=openvino needs a CPU worker and OpenVINO installed (the cpu image)."""
+    from . import openvino_backend
+    from .environment import INFERENCE_BACKEND
+    from .errors import ModelLoadError
+
+    if backend != openvino_backend.BACKEND:
+        return
+    if device.type != "cpu":
+        raise ModelLoadError(f"{INFERENCE_BACKEND}=openvino runs the model on the CPU, and this "
+                             f"worker has {device}: set {INFERENCE_BACKEND}=torch (or auto)")
+    if not openvino_backend.available():
+        raise ModelLoadError(f"{INFERENCE_BACKEND}=openvino, but OpenVINO and NNCF are not "
+                             f"installed in this image (the cpu variant carries them: "
+                             f"build_and_push.sh --cpu)")
 
 
 def build_app(env: Environment):

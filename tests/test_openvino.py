@@ -1,0 +1,141 @@
+"""The OpenVINO backend: same answers as torch fp32 on real photos, NNCF's int8 under the same
+answer check, the decision between backends and its cache, and the settings' errors."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from conftest import SHARED_FLOWERS, keeps_answers, photo_batch
+from flower_serving import openvino_backend
+from flower_serving.calibration import with_flips
+from flower_serving.checkpoint import load_classifier
+from flower_serving.environment import ConfigError, Environment
+from flower_serving.errors import ModelLoadError
+from flower_serving.openvino_backend import OpenVinoModel
+from flower_serving.precision import DecisionCache, Verdict
+from flower_serving.predictor import Predictor
+from flower_serving.server import check_backend
+
+CPU = torch.device("cpu")
+
+
+def held_out(photos) -> list:
+    """Photos calibration never saw: ../shared/flowers/valid when present, else the samples."""
+    return sorted(SHARED_FLOWERS.glob("valid/*/*.jpg"))[::80] or photos
+
+
+def test_openvino_fp32_answers_as_torch_fp32_on_real_photos(small_model_dir, photos):
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    others = photo_batch(held_out(photos), classifier.preprocessing)
+    reference = Predictor(load_classifier(small_model_dir), CPU, "fp32")
+    predictor = Predictor(classifier, CPU, "fp32", backend="openvino")
+    predictor.warm_up((1, 4), batch)
+    assert (predictor.backend, predictor.precision) == ("openvino", "fp32")
+    assert isinstance(predictor.model, OpenVinoModel)
+    assert predictor.model is classifier.model  # the torch weights are no longer held
+    for inputs in (with_flips(batch), others):
+        exact, served = reference.answers(inputs), predictor.answers(inputs)
+        assert keeps_answers(exact, served)
+        assert torch.allclose(exact, served, atol=1e-4)  # f32 is the same arithmetic
+    assert predictor.forward(batch[:3]).shape == (3, len(classifier.classes))
+
+
+def test_nncf_int8_is_served_only_where_it_keeps_answers(small_model_dir, photos, caplog):
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    reference = Predictor(load_classifier(small_model_dir), CPU, "fp32")
+    exact = reference.answers(with_flips(batch))
+    predictor = Predictor(classifier, CPU, "int8", backend="openvino")
+    with caplog.at_level(logging.INFO):
+        predictor.warm_up((1,), batch)
+    assert "openvino int8 " in caplog.text  # checked, with its verdict in the log
+    assert predictor.backend == "openvino"
+    quantized = openvino_backend.compile_model(
+        openvino_backend.quantize(openvino_backend.convert(reference.model, (3, 224, 224)),
+                                  batch), "int8", 2)
+    kept = keeps_answers(exact, reference.answers(with_flips(batch), quantized))
+    assert predictor.precision == ("int8" if kept else "fp32")
+    if kept:  # served: it must also hold on photos calibration never saw
+        others = photo_batch(held_out(photos), classifier.preprocessing)
+        assert keeps_answers(reference.answers(others), predictor.answers(others))
+
+
+def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
+        small_model_dir, photos, tmp_path, caplog):
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
+    cache = DecisionCache("openvino-test", tmp_path)
+    predictor = Predictor(classifier, CPU, "fp32", backend="auto", lanes=2)
+    assert predictor.candidates() == [("openvino", "fp32")]
+    with caplog.at_level(logging.INFO):
+        predictor.warm_up((1,), batch, cache)
+    checked = caplog.text.split("precision check on 18 inputs:")[1]
+    assert "fp32 keeps answers" in checked and "openvino fp32 " in checked
+    assert keeps_answers(exact, predictor.answers(with_flips(batch)))
+    saved = cache.load()
+    assert (saved["backend"], saved["precision"]) == (predictor.backend, "fp32")
+
+    choice = Predictor(load_classifier(small_model_dir), CPU, "fp32", backend="openvino",
+                       lanes=2)
+    with caplog.at_level(logging.INFO):
+        choice.warm_up((1,), batch, cache)
+    assert choice.backend == "openvino"
+    ir = cache.artifact("openvino")
+    assert ir.is_file() and ir.with_suffix(".bin").stat().st_size > 40_000_000  # resnet18 f32
+    caplog.clear()
+    again = Predictor(load_classifier(small_model_dir), CPU, "fp32", backend="openvino",
+                      lanes=2)
+    with caplog.at_level(logging.INFO):
+        again.warm_up((1,), batch, cache)
+    assert "from the decision cached" in caplog.text and "precision check on" not in caplog.text
+    assert isinstance(again.model, OpenVinoModel)
+    assert keeps_answers(exact, again.answers(with_flips(batch)))
+
+
+def test_candidates_follow_the_settings():
+    auto = Predictor.__new__(Predictor)  # candidates() reads only these settings
+    auto.device, auto.precision = CPU, "auto"
+    auto.backend = "auto"
+    pairs = auto.candidates()
+    assert ("torch", "int8") in pairs and ("openvino", "int8") in pairs
+    assert ("openvino", "fp32") in pairs
+    assert pairs.index(("torch", "int8")) < pairs.index(("openvino", "int8"))  # NNCF's last
+    auto.backend = "torch"
+    assert all(backend == "torch" for backend, _ in auto.candidates())
+    auto.backend, auto.precision = "openvino", "bf16"
+    assert auto.candidates() == [("openvino", "bf16" if ("openvino", "bf16") in pairs
+                                  else "fp32")]
+    labels = Predictor.candidate_labels(auto)
+    assert labels[0].startswith(f"openvino{openvino_backend.version()}:")
+
+
+def test_forced_openvino_serves_openvino_even_when_torch_is_faster():
+    predictor = Predictor.__new__(Predictor)
+    predictor.precision, predictor.backend = "auto", "openvino"
+    predictor.classifier = type("C", (), {"arch": "resnet18"})()
+    torch_fp32 = Verdict("fp32", 50.0)
+    ov_fp32 = Verdict("fp32", 10.0, True, 1e-6, backend="openvino")
+    ov_int8 = Verdict("int8", 80.0, True, 0.05, backend="openvino")  # moves a probability
+    assert predictor._pick([torch_fp32, ov_fp32, ov_int8]) is ov_fp32
+    predictor.backend = "auto"
+    assert predictor._pick([torch_fp32, ov_fp32, ov_int8]) is torch_fp32
+    changed = Verdict("fp32", 99.0, False, 0.0, backend="openvino")  # OpenVINO fp32 is checked
+    assert predictor._pick([torch_fp32, changed]) is torch_fp32
+    predictor.backend = "openvino"
+    assert predictor._pick([torch_fp32, changed]) is torch_fp32  # nothing of OpenVINO keeps
+
+
+def test_the_backend_setting_and_its_errors():
+    assert Environment.from_env({}).backend == "auto"
+    assert Environment.from_env({"INFERENCE_BACKEND": "OpenVINO"}).backend == "openvino"
+    with pytest.raises(ConfigError, match="INFERENCE_BACKEND='onnx' is invalid: expected one "
+                                          "of auto, torch, openvino"):
+        Environment.from_env({"INFERENCE_BACKEND": "onnx"})
+    check_backend("openvino", CPU)
+    check_backend("auto", torch.device("cuda", 0))
+    with pytest.raises(ModelLoadError, match="runs the model on the CPU"):
+        check_backend("openvino", torch.device("cuda", 0))
