@@ -146,9 +146,13 @@ TORCH_VERSIONS = ("python -c 'import torch, torchvision, torchvision.ops; "
                   "print(torch.__version__, torch.version.cuda, torchvision.__version__)'")
 
 
-def pinned(name: str) -> str:
+OPENVINO_AVAILABLE = ("python -c 'from flower_serving import openvino_backend; "
+                      "print(openvino_backend.available())'")
+
+
+def pinned(name: str, requirements: str = "requirements.txt") -> str:
     return next(line.split("==")[1].strip() for line in
-                (REPO / "requirements.txt").read_text().splitlines()
+                (REPO / requirements).read_text().splitlines()
                 if line.startswith(f"{name}=="))
 
 
@@ -159,6 +163,9 @@ def test_default_image_is_the_cuda_13_build_and_serves_on_cpu(image, server):
     log = logs(server["name"])
     assert f"torch {version} (CUDA {cuda} build)" in log
     assert "no NVIDIA GPU is visible: serving on the CPU" in log
+    # OpenVINO is the cpu variant's: here INFERENCE_BACKEND=auto means torch
+    assert docker_sh(image, OPENVINO_AVAILABLE).strip() == "False"
+    assert "backend torch" in log
 
 
 @pytest.fixture(scope="session")
@@ -184,6 +191,13 @@ def test_cpu_variant_builds_and_serves(cpu_image, trained):
         photo = next(PAYLOADS.glob("*.jpg")).read_bytes()
         check_predictions(*http("POST", f"http://127.0.0.1:{port}/invocations", photo,
                                 {"Content-Type": "image/jpeg"})[::2])
+        # it carries the pinned OpenVINO and NNCF, and "auto" checked OpenVINO's candidates
+        assert docker_sh(cpu_image, OPENVINO_AVAILABLE).strip() == "True"
+        installed = docker_sh(cpu_image, "pip list --format=freeze 2>/dev/null").split()
+        for package in ("openvino", "nncf"):
+            assert f"{package}=={pinned(package, 'requirements-cpu.txt')}" in installed
+        checked = logs(name).split("precision check on")[1].splitlines()[0]
+        assert "openvino " in checked, checked
     finally:
         remove(name)
 

@@ -164,7 +164,9 @@ class Predictor:
                 continue
             reduced, rate = self.timed_answers(sample, model, precision)
             verdicts.append(Verdict(precision, rate, *compare(exact, reduced), backend=backend))
-            models[backend, precision] = model
+            if verdicts[-1].keeps:  # a model that changes answers is dropped at once
+                models[backend, precision] = model
+            del model
             if (backend, precision) == (TORCH, "int8"):
                 int8_cost = time.perf_counter() - began
         if any(v.precision == "int8" and v.backend == TORCH and not v.keeps for v in verdicts):
@@ -201,7 +203,7 @@ class Predictor:
         return fastest(pool)
 
     def candidate_model(self, backend: str, precision: str,
-                   photos: torch.Tensor | None) -> nn.Module | OpenVinoModel | None:
+                        photos: torch.Tensor | None) -> nn.Module | OpenVinoModel | None:
         """The model that runs one candidate (torch bf16/fp16: the fp32 model under autocast),
         or None (logged) when it cannot be made."""
         if backend == OPENVINO:
@@ -244,8 +246,8 @@ class Predictor:
         self.model = self.classifier.model = served  # frees the torch weights
 
     def mixed_int8(self, photos: torch.Tensor, sample: torch.Tensor, exact: torch.Tensor,
-                    deadline: float = float("inf"),
-                    cost: float = 0.0) -> tuple[nn.Module, Verdict] | None:
+                   deadline: float = float("inf"),
+                   cost: float = 0.0) -> tuple[nn.Module, Verdict] | None:
         """int8 with the layers int8 hurts most left in fp32 (1, 2, then 4 of them, ranked by
         layer_sensitivity on the photos): the first that keeps the answers, or None. No try
         starts that would end after `deadline`, each costing about `cost` seconds."""
