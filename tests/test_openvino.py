@@ -139,3 +139,31 @@ def test_the_backend_setting_and_its_errors():
     check_backend("auto", torch.device("cuda", 0))
     with pytest.raises(ModelLoadError, match="runs the model on the CPU"):
         check_backend("openvino", torch.device("cuda", 0))
+
+
+def test_a_server_on_openvino_answers_concurrent_requests_as_torch_does(
+        small_model_dir, small_server, photos):
+    """A real gunicorn server with INFERENCE_BACKEND=openvino: two lanes, each with its own
+    infer request, batch concurrent requests; answers match the torch server's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving import ServerProcess
+
+    def answers(server) -> list[list[dict]]:
+        def one(photo):
+            kind = "image/png" if photo.suffix == ".png" else "image/jpeg"
+            response = server.post(photo.read_bytes(), kind)
+            assert response.status_code == 200, response.text
+            return response.json()["predictions"]
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, photos * 2))
+
+    env = {"INFERENCE_BACKEND": "openvino", "INFERENCE_PRECISION": "fp32",
+           "TORCH_NUM_THREADS": "2", "INFERENCE_LANES": "2"}
+    with ServerProcess(small_model_dir, env) as server:
+        server.wait_ready(timeout=300)
+        served = answers(server)
+        assert "backend openvino, precision fp32" in server.log
+    for ours, theirs in zip(served, answers(small_server), strict=True):
+        assert [p["label"] for p in ours][:1] == [p["label"] for p in theirs][:1]
+        assert abs(ours[0]["probability"] - theirs[0]["probability"]) <= 1e-3
