@@ -13,11 +13,12 @@ Udacity split: 6,552 photos) and selects the epoch with the best top-1 on VALID_
 local_test/test_dir/model/ (which local_test/serve_local.sh serves) and measures top-1 and top-5
 on VALID_DIR with train/evaluate.py.
 
-Recipe: the backbone's first 14 of 16 blocks stay frozen and run once on each of VIEWS (default
-2) augmented views of every photo (RandomRotation(30), RandomResizedCrop, RandomHorizontalFlip),
-cached in memory; a linear probe on those features, then EPOCHS (default 5) epochs fine-tuning
-the last 2 blocks, conv_head and the head (Adam, cosine decay). The full state_dict is stored
-(~14 MB). About 35 minutes on 2 shared cores (nice -n 10 is applied).
+Recipe: the backbone's first 16 - TRAIN_BLOCKS (default 3) of 16 blocks stay frozen and run once
+on each of VIEWS (default 3) augmented views of every photo (RandomRotation(30),
+RandomResizedCrop, RandomHorizontalFlip), cached in memory; a linear probe on those features,
+then EPOCHS (default 8) epochs fine-tuning the last TRAIN_BLOCKS blocks, conv_head and the head
+(Adam, cosine decay). The full state_dict is stored (~14 MB). About 65 minutes on 2 shared
+cores (nice -n 10 is applied).
 
 PYTHON (default python3) picks the interpreter; BUILD_DIR (default a temp dir) keeps the run's
 checkpoint, training curve (training_curve.png) and log (train.log).
@@ -34,8 +35,9 @@ train_dir=${1:-$root/../shared/flowers/train}
 valid_dir=${2:-$root/../shared/flowers/valid}
 python=${PYTHON:-python3}
 build_dir=${BUILD_DIR:-$(mktemp -d)}
-views=${VIEWS:-2}
-epochs=${EPOCHS:-5}
+views=${VIEWS:-3}
+epochs=${EPOCHS:-8}
+train_blocks=${TRAIN_BLOCKS:-3}
 model_dir=$root/local_test/test_dir/model
 
 for dir in "$train_dir" "$valid_dir"; do
@@ -48,7 +50,7 @@ mkdir -p "$build_dir"
 started=$SECONDS
 nice -n 10 "$python" "$root/train/train.py" --train_dir "$train_dir" --valid_dir "$valid_dir" \
     --save_dir "$build_dir" --arch efficientnet_lite0 --weights default --hidden_units 0 \
-    --train_blocks 2 --views "$views" --epochs "$epochs" --learning_rate 0.001 --batch_size 32 \
+    --train_blocks "$train_blocks" --views "$views" --epochs "$epochs" --learning_rate 0.001 --batch_size 32 \
     --dropout 0.2 --seed 0 --category_names "$names" \
     | tee "$build_dir/train.log"
 echo "training took $((SECONDS - started)) s" | tee -a "$build_dir/train.log"

@@ -10,8 +10,8 @@ from .device import describe
 from .environment import Environment
 from .handler import Handler
 
-DEMO_CHECKPOINT_SIZE = 14_267_569
-DEMO_CHECKPOINT_SHA256 = "411479b87a9eaaeccdb484f557abea5c2ef09c5eb1eceb03665452f1cd427329"
+DEMO_CHECKPOINT_SIZE = 14_267_825
+DEMO_CHECKPOINT_SHA256 = "c19189831a112edf40eb5db3033e2cca4076f42535b89afdeb2c01b86aed511c"
 
 
 def is_demo(model_dir: str | Path) -> bool:
