@@ -1,5 +1,6 @@
-# The serving benchmark: the model's raw limit, the plain per-request baseline, the served figures.
-# One run, one machine: prints a table, writes results.json and a throughput/latency chart.
+"""The serving benchmark: the model's raw limit, the plain per-request baseline, the served figures.
+One run, one machine: prints a table, writes results.json and a throughput/latency chart.
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,14 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
 from flower_serving.checkpoint import load_classifier  # noqa: E402
 from flower_serving.device import select_device  # noqa: E402
 from flower_serving.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
 from flower_serving.predictor import Predictor  # noqa: E402
 from flower_serving.preprocess import preprocess  # noqa: E402
 from flower_serving.server import load_model  # noqa: E402
-from serving import ServerProcess  # noqa: E402
+from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
+from helpers.serving import ServerProcess  # noqa: E402
 
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_VALID = ROOT.parent / "shared" / "flowers" / "valid"
@@ -396,7 +397,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__ or "serving benchmark")
+    parser = argparse.ArgumentParser(description="serving benchmark")
     parser.add_argument("--arch", default="seed-vgg16",
                         help="seed-vgg16 (the Udacity seed's checkpoint) or an architecture name")
     parser.add_argument("--model-dir", type=Path, help="serve this model dir instead")

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-# Soak test: minutes of mixed good and hostile /invocations traffic at fixed concurrency, with
-# /ping probed throughout and the server's resident memory (master + workers) tracked.
-# Fails (exit 1) on any unexpected status, a /ping slower than 2 s or failing, a replaced
-# worker, or RSS growth of 10% or more after warm-up.
-#
-#   python bench/soak.py --minutes 5 --concurrency 16            # starts its own server
-#   python bench/soak.py --url http://127.0.0.1:8080 --pid 1234  # an already running one
+"""Soak test: minutes of mixed good and hostile /invocations traffic at fixed concurrency, with
+/ping probed throughout and the server's resident memory (master + workers) tracked.
+Fails (exit 1) on any unexpected status, a /ping slower than 2 s or failing, a replaced
+worker, or RSS growth of 10% or more after warm-up.
+
+  python bench/soak.py --minutes 5 --concurrency 16            # starts its own server
+  python bench/soak.py --url http://127.0.0.1:8080 --pid 1234  # an already running one
+"""
 from __future__ import annotations
 
 import argparse
@@ -205,7 +206,7 @@ def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__ or "soak test")
+    parser = argparse.ArgumentParser(description="soak test")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before RSS baseline")
@@ -235,11 +236,11 @@ def main() -> int:
     if args.url:
         summary = run(args.url.rstrip("/"), args.pid)
     else:
-        from serving import ServerProcess
+        from helpers.serving import ServerProcess
         with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
             model_dir = Path(args.model_dir) if args.model_dir else None
             if model_dir is None:
-                from checkpoints import make_project_checkpoint
+                from helpers.checkpoints import make_project_checkpoint
                 model_dir = make_project_checkpoint(Path(tmp), NAMES)
             env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": f"{args.payload_mb:g}"}
             for item in args.env:

@@ -1,7 +1,9 @@
-# Python client for the flower classifier SageMaker endpoint: predict() for programmatic use
-# (boto3 with adaptive retries), a small command line, `python endpoint/client.py --help`, and
-# `client.py page`: the container's try-it page on localhost, calling the endpoint.
-"""Call the flower classifier endpoint with boto3."""
+"""Python client for the flower classifier SageMaker endpoint: predict() for programmatic use
+(boto3 with adaptive retries), a small command line, `python endpoint/client.py --help`, and
+`client.py page`: the container's try-it page on localhost, calling the endpoint.
+
+Call the flower classifier endpoint with boto3.
+"""
 
 from __future__ import annotations
 

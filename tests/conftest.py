@@ -1,5 +1,6 @@
-# Shared pytest fixtures: import paths, sample photos, checkpoints and a real `serve` process.
-# Servers are real gunicorn processes on loopback ports; nothing here is mocked.
+"""Shared pytest fixtures: import paths, sample photos, checkpoints and a real `serve` process.
+Servers are real gunicorn processes on loopback ports; nothing here is mocked.
+"""
 from __future__ import annotations
 
 import sys
@@ -14,15 +15,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
 from flower_serving.predictor import TOP1_TOLERANCE, Predictor  # noqa: E402
 from flower_serving.preprocess import Preprocessing, preprocess  # noqa: E402
-from serving import ServerProcess  # noqa: E402
+from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
+from helpers.serving import ServerProcess  # noqa: E402
 
 PAYLOADS = ROOT / "local_test" / "payloads"
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CATEGORY_NAMES = DEMO_MODEL / "cat_to_name.json"
 SHARED_FLOWERS = ROOT.parent / "shared" / "flowers"
+
+
+AWS_FIXTURES = {"moto_server", "aws_env", "moto_url"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that talks to moto's server `aws`, so `-m "not aws"` leaves them out."""
+    for item in items:
+        if AWS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.aws)
 
 
 def photo_batch(paths, spec: Preprocessing = Preprocessing()) -> torch.Tensor:

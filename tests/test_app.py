@@ -1,5 +1,6 @@
-# The SageMaker HTTP contract, over real HTTP against a real `serve` process.
-# Covers /ping, /invocations (image and JSON), top_k, errors and /execution-parameters.
+"""The SageMaker HTTP contract, over real HTTP against a real `serve` process.
+Covers /ping, /invocations (image and JSON), top_k, errors and /execution-parameters.
+"""
 from __future__ import annotations
 
 import base64

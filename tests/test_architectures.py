@@ -1,6 +1,8 @@
-# Tests architectures.py over torchvision's whole classification registry: each model is built
-# (on the meta device), its head slot found and a new head placed there, its preprocessing read.
-"""Every listed architecture: build, head slot, head placement, preprocessing, unknown names."""
+"""Tests architectures.py over torchvision's whole classification registry: each model is built
+(on the meta device), its head slot found and a new head placed there, its preprocessing read.
+
+Every listed architecture: build, head slot, head placement, preprocessing, unknown names.
+"""
 
 import pytest
 import torch

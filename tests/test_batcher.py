@@ -1,5 +1,6 @@
-# Dynamic batching: concurrent submits become one true batched forward, answers stay in order.
-# Uses a real (small) model through the real Predictor; no mocks.
+"""Dynamic batching: concurrent submits become one true batched forward, answers stay in order.
+Uses a real (small) model through the real Predictor; no mocks.
+"""
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
-# Calibration photos: the model's own calibration/ folder wins, the image's photos are the
-# fallback, unreadable files are skipped by name, and mirrors give inputs never calibrated on.
+"""Calibration photos: the model's own calibration/ folder wins, the image's photos are the
+fallback, unreadable files are skipped by name, and mirrors give inputs never calibrated on.
+"""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
-# Loading every accepted checkpoint format, and refusing what cannot be rebuilt exactly.
-# The seed format is checked end to end: served probabilities equal torchvision's own model.
+"""Loading every accepted checkpoint format, and refusing what cannot be rebuilt exactly.
+The seed format is checked end to end: served probabilities equal torchvision's own model.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -9,7 +10,6 @@ import torch
 import torchvision
 from PIL import Image
 
-from checkpoints import make_project_checkpoint, make_variant_checkpoint
 from conftest import CATEGORY_NAMES
 from flower_serving.checkpoint import (
     Classifier,
@@ -21,7 +21,8 @@ from flower_serving.checkpoint import (
 from flower_serving.device import cpu_has_amx, cpu_has_vnni
 from flower_serving.predictor import TOP1_TOLERANCE
 from flower_serving.preprocess import preprocess
-from serving import ServerProcess
+from helpers.checkpoints import make_project_checkpoint, make_variant_checkpoint
+from helpers.serving import ServerProcess
 
 
 def reference_seed_model(checkpoint_path):

@@ -1,16 +1,17 @@
-# Every layout of tests/checkpoint_corpus.py served end to end: the top-5 classes and their
-# probabilities equal its author's own torchvision loader's, on the sample flower photos.
+"""Every layout of tests/helpers/checkpoint_corpus.py served end to end: the top-5 classes and their
+probabilities equal its author's own torchvision loader's, on the sample flower photos.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
-from checkpoint_corpus import FORMATS, NAMES, backbone_file, resnet_head_only_ref
 from PIL import Image
 
 from conftest import photo_batch
 from flower_serving.checkpoint import load_classifier
 from flower_serving.predictor import Predictor
-from serving import ServerProcess
+from helpers.checkpoint_corpus import FORMATS, NAMES, backbone_file, resnet_head_only_ref
+from helpers.serving import ServerProcess
 
 BY_NAME = {f.name: f for f in FORMATS}
 SERVED = ["densenet_named", "mobilenet_v3_whole", "resnet_head_only"]  # through `serve`

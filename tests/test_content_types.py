@@ -1,5 +1,6 @@
-# Content-Type, Accept and custom-attribute parsing for /invocations.
-# Unit tests; the same rules are exercised over HTTP in test_app.py.
+"""Content-Type, Accept and custom-attribute parsing for /invocations.
+Unit tests; the same rules are exercised over HTTP in test_app.py.
+"""
 from __future__ import annotations
 
 import pytest

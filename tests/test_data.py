@@ -1,6 +1,8 @@
-# Tests data.py: torchvision's ImageFolder under the project's rules (numbering, validation's
-# numbering, clear errors) and the seed's augmentations in transforms.v2, against the seed's own.
-"""Training data: ClassFolders, augmentation(), data_folders()."""
+"""Tests data.py: torchvision's ImageFolder under the project's rules (numbering, validation's
+numbering, clear errors) and the seed's augmentations in transforms.v2, against the seed's own.
+
+Training data: ClassFolders, augmentation(), data_folders().
+"""
 
 from pathlib import Path
 

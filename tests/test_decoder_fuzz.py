@@ -1,7 +1,8 @@
-# Property-based fuzzing of the decode path (hypothesis): whatever the bytes, decode_image and
-# decode_instances return RGB images or raise BadRequest - never anything else - and what they
-# return always preprocesses to 3x224x224. A small HTTP-level fuzz runs against a real server.
-# Profiles: HYPOTHESIS_PROFILE=ci (default: derandomized, bounded) or =fuzz (random, longer).
+"""Property-based fuzzing of the decode path (hypothesis): whatever the bytes, decode_image and
+decode_instances return RGB images or raise BadRequest - never anything else - and what they
+return always preprocesses to 3x224x224. A small HTTP-level fuzz runs against a real server.
+Profiles: HYPOTHESIS_PROFILE=ci (default: derandomized, bounded) or =fuzz (random, longer).
+"""
 from __future__ import annotations
 
 import base64

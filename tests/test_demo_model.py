@@ -1,5 +1,6 @@
-# Tests the committed demo model in local_test/test_dir/model: a fine-tuned Lite0 checkpoint under
-# 25 MB that loads with weights_only=True, is served, and names every sample payload correctly.
+"""Tests the committed demo model in local_test/test_dir/model: a fine-tuned Lite0 checkpoint under
+25 MB that loads with weights_only=True, is served, and names every sample payload correctly.
+"""
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from flower_serving.checkpoint import load_classifier, read_checkpoint
 from flower_serving.prediction import load, predict
 from flower_serving.training_args import choose_device
-from serving import ServerProcess
+from helpers.serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "local_test" / "test_dir" / "model"

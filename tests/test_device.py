@@ -1,5 +1,6 @@
-# Device and precision choice: CPU fallback, AMX detection and the reduced-precision guard.
-# The reduced-precision check runs real photos through fp32 and bf16 and compares answers.
+"""Device and precision choice: CPU fallback, AMX detection and the reduced-precision guard.
+The reduced-precision check runs real photos through fp32 and bf16 and compares answers.
+"""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
-# The response encoder: top-k per image in one batched topk, names from cat_to_name.json.
-# Checked against a plain per-row sort, and for the single-image and JSON-instances shapes.
+"""The response encoder: top-k per image in one batched topk, names from cat_to_name.json.
+Checked against a plain per-row sort, and for the single-image and JSON-instances shapes.
+"""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
-# The one typed settings object: SageMaker's defaults, parsing, and errors that name the variable.
-# Pure unit tests; `serve` exiting on a bad value is covered in test_server.py.
+"""The one typed settings object: SageMaker's defaults, parsing, and errors that name the variable.
+Pure unit tests; `serve` exiting on a bad value is covered in test_server.py.
+"""
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,8 @@
-# One real train -> save -> load -> forward round trip for a small model of every torchvision
-# family (and Lite0): train.py on tiny photos, the server's loader, the predictor in fp32.
-"""Every family trains with train.py and loads and answers as the server serves it."""
+"""One real train -> save -> load -> forward round trip for a small model of every torchvision
+family (and Lite0): train.py on tiny photos, the server's loader, the predictor in fp32.
+
+Every family trains with train.py and loads and answers as the server serves it.
+"""
 
 import re
 from pathlib import Path

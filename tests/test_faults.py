@@ -1,6 +1,7 @@
-# Faults beyond tests/test_server.py: a worker SIGKILLed mid-request, /ping during decode-heavy
-# hostile load, and bad checkpoints that must never come up serving (incl. a legacy pickle
-# carrying code). Real `serve` processes on loopback; every wait is bounded.
+"""Faults beyond tests/test_server.py: a worker SIGKILLed mid-request, /ping during decode-heavy
+hostile load, and bad checkpoints that must never come up serving (incl. a legacy pickle
+carrying code). Real `serve` processes on loopback; every wait is bounded.
+"""
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serving import ServerProcess
+from helpers.serving import ServerProcess
 
 RECOVERY_LIMIT_S = 20.0  # SIGKILL -> /ping 200 again (model reload included); measured ~3 s
 PING_TIMEOUT_S = 2.0  # SageMaker's health-check timeout

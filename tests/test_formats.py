@@ -1,5 +1,6 @@
-# The migrations' small decisions: a class map's direction from its values, stored names in any
-# case or nesting, and the parts that must be there.
+"""The migrations' small decisions: a class map's direction from its values, stored names in any
+case or nesting, and the parts that must be there.
+"""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
-# The CPU gate: decoders share the cores up to one per core, a CPU forward has them alone,
-# earlier decoders finish before a forward and later ones wait for it. Real threads throughout.
+"""The CPU gate: decoders share the cores up to one per core, a CPU forward has them alone,
+earlier decoders finish before a forward and later ones wait for it. Real threads throughout.
+"""
 from __future__ import annotations
 
 import threading

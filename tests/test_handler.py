@@ -1,5 +1,6 @@
-# The request thread's share of the path: decode and preprocess, then stack for the batcher.
-# None of it may start an OpenMP team: those threads would compete with the model's forward.
+"""The request thread's share of the path: decode and preprocess, then stack for the batcher.
+None of it may start an OpenMP team: those threads would compete with the model's forward.
+"""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
-# inspect_checkpoint.py and --convert, package_model.py --with-backbone-weights, head-only files
-# without their backbone weights, and the model directory's one checkpoint under any name.
+"""inspect_checkpoint.py and --convert, package_model.py --with-backbone-weights, head-only files
+without their backbone weights, and the model directory's one checkpoint under any name.
+"""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,13 @@ import tarfile
 
 import pytest
 import torch
-from checkpoint_corpus import backbone_file, resnet_1000_way, resnet_head_only
 
 from conftest import ROOT, photo_batch
 from flower_serving.checkpoint import load_classifier
 from flower_serving.errors import ModelLoadError
 from flower_serving.predictor import Predictor
-from serving import ServerProcess
+from helpers.checkpoint_corpus import backbone_file, resnet_1000_way, resnet_head_only
+from helpers.serving import ServerProcess
 
 INSPECT = ROOT / "train" / "inspect_checkpoint.py"
 PACKAGE = ROOT / "train" / "package_model.py"

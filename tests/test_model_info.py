@@ -1,5 +1,6 @@
-# Tests of model_info.is_demo: the bundled demo checkpoint is recognised, byte for byte, and
-# nothing else is (another file of the same size, another model, a missing directory).
+"""Tests of model_info.is_demo: the bundled demo checkpoint is recognised, byte for byte, and
+nothing else is (another file of the same size, another model, a missing directory).
+"""
 from __future__ import annotations
 
 import shutil

@@ -1,6 +1,8 @@
-# Tests precision.py, the precision policy: the choice from (fake) timings, the answer check, the
-# decision cache and its key; then the predictor's "auto" warm-up on a real model and photos.
-"""Precision chosen by measurement: fastest(), compare(), decision_key(), DecisionCache."""
+"""Tests precision.py, the precision policy: the choice from (fake) timings, the answer check, the
+decision cache and its key; then the predictor's "auto" warm-up on a real model and photos.
+
+Precision chosen by measurement: fastest(), compare(), decision_key(), DecisionCache.
+"""
 
 from __future__ import annotations
 

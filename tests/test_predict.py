@@ -1,5 +1,6 @@
-# Tests predict.py against the real server: for a checkpoint from train.py, `predict.py --json`
-# and POST /invocations give identical classes and probabilities; plus the table, plot and errors.
+"""Tests predict.py against the real server: for a checkpoint from train.py, `predict.py --json`
+and POST /invocations give identical classes and probabilities; plus the table, plot and errors.
+"""
 import json
 import subprocess
 import sys
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flower_serving.training import main as train
-from sample_data import make_color_dataset
-from serving import ServerProcess
+from helpers.sample_data import make_color_dataset
+from helpers.serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT_PY = ROOT / "train" / "predict.py"

@@ -1,5 +1,6 @@
-# The predictor's precision guard: reduced precision (int8 here; bf16 in test_device) is kept
-# only when it gives fp32's answers on real photos and their mirrors, else the model stays fp32.
+"""The predictor's precision guard: reduced precision (int8 here; bf16 in test_device) is kept
+only when it gives fp32's answers on real photos and their mirrors, else the model stays fp32.
+"""
 from __future__ import annotations
 
 import logging

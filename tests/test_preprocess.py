@@ -1,5 +1,6 @@
-# The shared preprocessing function against torchvision's own transforms (the seed's pipeline).
-# Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
+"""The shared preprocessing function against torchvision's own transforms (the seed's pipeline).
+Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
+"""
 from __future__ import annotations
 
 import io

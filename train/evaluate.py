@@ -1,5 +1,6 @@
-# Benchmark: top-1/top-5 accuracy (and most-confused pairs) of a model directory on an ImageFolder,
-# through the server's loader, preprocess() and forward (--served: its warm-up's precision too).
+"""Benchmark: top-1/top-5 accuracy (and most-confused pairs) of a model directory on an ImageFolder,
+through the server's loader, preprocess() and forward (--served: its warm-up's precision too).
+"""
 import argparse
 import os
 import sys

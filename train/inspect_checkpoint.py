@@ -1,5 +1,6 @@
-# Prints what a checkpoint holds and whether the server will serve it; --convert writes it in
-# this project's own format (a plain state_dict plus metadata, loadable with weights_only=True).
+"""Prints what a checkpoint holds and whether the server will serve it; --convert writes it in
+this project's own format (a plain state_dict plus metadata, loadable with weights_only=True).
+"""
 import argparse
 import sys
 from pathlib import Path

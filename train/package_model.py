@@ -1,5 +1,6 @@
-# Turns a trained checkpoint (+ cat_to_name.json) into model.tar.gz for SageMaker, files at the
-# archive root, which SageMaker unpacks into /opt/ml/model. The checkpoint is inspected first.
+"""Turns a trained checkpoint (+ cat_to_name.json) into model.tar.gz for SageMaker, files at the
+archive root, which SageMaker unpacks into /opt/ml/model. The checkpoint is inspected first.
+"""
 import argparse
 import sys
 import tarfile

@@ -1,5 +1,6 @@
-# Predict the flower in a photo with a trained checkpoint (the Udacity project's predict.py).
-# Thin CLI: the logic lives in container/flower_serving/prediction.py, shared with the server.
+"""Predict the flower in a photo with a trained checkpoint (the Udacity project's predict.py).
+Thin CLI: the logic lives in container/flower_serving/prediction.py, shared with the server.
+"""
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
-# Train a flower classifier head on a frozen pretrained backbone (the Udacity project's train.py).
-# Thin CLI: the logic lives in container/flower_serving/training.py, which the image also runs.
+"""Train a flower classifier head on a frozen pretrained backbone (the Udacity project's train.py).
+Thin CLI: the logic lives in container/flower_serving/training.py, which the image also runs.
+"""
 import sys
 from pathlib import Path
 

@@ -1,6 +1,7 @@
-# The Flask app: SageMaker's GET /ping and POST /invocations, plus /execution-parameters and
-# the page to try the model (GET /, /model-info, /samples; SageMaker never routes to them).
-# Every error is a JSON {"error": ...} with the right status; tracebacks go to the log only.
+"""The Flask app: SageMaker's GET /ping and POST /invocations, plus /execution-parameters and
+the page to try the model (GET /, /model-info, /samples; SageMaker never routes to them).
+Every error is a JSON {"error": ...} with the right status; tracebacks go to the log only.
+"""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
-# Backbones from torchvision's model registry (plus timm's EfficientNet-Lite0), where each keeps
-# its classifier, and each architecture's own preprocessing, read from its weights enum.
+"""Backbones from torchvision's model registry (plus timm's EfficientNet-Lite0), where each keeps
+its classifier, and each architecture's own preprocessing, read from its weights enum.
+"""
 from __future__ import annotations
 
 import functools

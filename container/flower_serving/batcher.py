@@ -1,6 +1,7 @@
-# Dynamic batching: requests queue up, and lane threads run them as true batched forwards.
-# A batch closes when it is full or when the oldest request has waited max_delay (plus, on CPU
-# with one lane, whatever the decoders under way add while the forward waits for the cores).
+"""Dynamic batching: requests queue up, and lane threads run them as true batched forwards.
+A batch closes when it is full or when the oldest request has waited max_delay (plus, on CPU
+with one lane, whatever the decoders under way add while the forward waits for the cores).
+"""
 from __future__ import annotations
 
 import ctypes

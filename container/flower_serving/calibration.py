@@ -1,5 +1,6 @@
-# Real photos for warm-up: int8 calibration and the check that reduced precision keeps answers.
-# Taken from <model dir>/calibration/ when it has images, else the flower photos in the image.
+"""Real photos for warm-up: int8 calibration and the check that reduced precision keeps answers.
+Taken from <model dir>/calibration/ when it has images, else the flower photos in the image.
+"""
 from __future__ import annotations
 
 import logging

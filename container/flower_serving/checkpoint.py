@@ -1,5 +1,6 @@
-# Reads and writes checkpoint.pth: this project's format, the Udacity seed's, the common variant.
-# Loading never runs pickled code (weights_only=True), and refuses what it cannot rebuild exactly.
+"""Reads and writes checkpoint.pth: this project's format, the Udacity seed's, the common variant.
+Loading never runs pickled code (weights_only=True), and refuses what it cannot rebuild exactly.
+"""
 from __future__ import annotations
 
 import json

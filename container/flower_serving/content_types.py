@@ -1,5 +1,6 @@
-# The media types /invocations accepts and produces, and the header parsing around them.
-# Parameters such as "; charset=utf-8" are ignored, as SageMaker clients often add them.
+"""The media types /invocations accepts and produces, and the header parsing around them.
+Parameters such as "; charset=utf-8" are ignored, as SageMaker clients often add them.
+"""
 from __future__ import annotations
 
 from .errors import BadRequest, NotAcceptable, UnsupportedMediaType

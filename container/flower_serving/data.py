@@ -1,5 +1,6 @@
-# Training data from torchvision: ImageFolder for the folders, transforms.v2 for the seed's
-# augmentations. Validation uses preprocess() unchanged, so what is validated is what is served.
+"""Training data from torchvision: ImageFolder for the folders, transforms.v2 for the seed's
+augmentations. Validation uses preprocess() unchanged, so what is validated is what is served.
+"""
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
-# Turns a request body into RGB images: one raw image, or JSON {"instances": [{"b64": ...}]}.
-# Every failure becomes a 400 naming what was wrong; no decoder error escapes as a 500.
+"""Turns a request body into RGB images: one raw image, or JSON {"instances": [{"b64": ...}]}.
+Every failure becomes a 400 naming what was wrong; no decoder error escapes as a 500.
+"""
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
-# Picks where and in what precision the model runs, and explains a GPU that torch cannot use.
-# Reduced precision is chosen only where the hardware is fast at it (CUDA, AMX, VNNI).
+"""Picks where and in what precision the model runs, and explains a GPU that torch cannot use.
+Reduced precision is chosen only where the hardware is fast at it (CUDA, AMX, VNNI).
+"""
 from __future__ import annotations
 
 from pathlib import Path

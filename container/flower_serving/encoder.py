@@ -1,5 +1,6 @@
-# Turns class probabilities into the JSON response: top-k {class, label, probability}, descending.
-# A single image gives {"predictions": [...]}; JSON instances give one list per instance, in order.
+"""Turns class probabilities into the JSON response: top-k {class, label, probability}, descending.
+A single image gives {"predictions": [...]}; JSON instances give one list per instance, in order.
+"""
 from __future__ import annotations
 
 import json

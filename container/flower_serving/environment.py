@@ -1,5 +1,6 @@
-# Every environment variable the container reads, parsed once into one typed object.
-# Names follow SageMaker's conventions; a bad value stops start-up with an error naming it.
+"""Every environment variable the container reads, parsed once into one typed object.
+Names follow SageMaker's conventions; a bad value stops start-up with an error naming it.
+"""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
-# One error hierarchy for the server: each class carries the HTTP status it maps to.
-# Messages say what was wrong and what is accepted; they never carry tracebacks or internals.
+"""One error hierarchy for the server: each class carries the HTTP status it maps to.
+Messages say what was wrong and what is accepted; they never carry tracebacks or internals.
+"""
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
-# train.py --train_blocks N: a linear probe, then EfficientNet-Lite0's last N blocks fine-tuned with
-# the head (LP-FT), on cached outputs of its frozen early blocks for several augmented views.
+"""train.py --train_blocks N: a linear probe, then EfficientNet-Lite0's last N blocks fine-tuned
+with the head (LP-FT), on cached outputs of its frozen early blocks for several augmented views.
+"""
 from __future__ import annotations
 
 import argparse

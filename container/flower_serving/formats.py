@@ -1,5 +1,6 @@
-# Migrations: each family of checkpoint layouts seen in Udacity projects, normalised into one
-# record (weights, class map, stored name, preprocessing, pickled head) for the one builder.
+"""Migrations: each family of checkpoint layouts seen in Udacity projects, normalised into one
+record (weights, class map, stored name, preprocessing, pickled head) for the one builder.
+"""
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
-# Decoding and a CPU forward take turns on the cores, so the model's threads never share them.
-# Decoders run side by side (at most one per core); a forward waits only for earlier arrivals.
+"""Decoding and a CPU forward take turns on the cores, so the model's threads never share them.
+Decoders run side by side (at most one per core); a forward waits only for earlier arrivals.
+"""
 from __future__ import annotations
 
 import threading

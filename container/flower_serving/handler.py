@@ -1,5 +1,6 @@
-# The request path, in one sitting: decode -> preprocess -> batch -> forward -> encode.
-# Decoding runs in the request's own thread, at most one per core at a time.
+"""The request path, in one sitting: decode -> preprocess -> batch -> forward -> encode.
+Decoding runs in the request's own thread, at most one per core at a time.
+"""
 from __future__ import annotations
 
 from concurrent.futures import TimeoutError as FutureTimeout

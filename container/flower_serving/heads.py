@@ -1,5 +1,6 @@
-# Rebuilds a checkpoint's head from its weights: a pickled head's own structure where it has
-# one, torchvision's classifier with its last layer replaced, or the course's MLP convention.
+"""Rebuilds a checkpoint's head from its weights: a pickled head's own structure where it has
+one, torchvision's classifier with its last layer replaced, or the course's MLP convention.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -1,5 +1,6 @@
-# Names the torchvision architecture a state dict was saved from, by its layer names and shapes;
-# the name the checkpoint stores only breaks ties. Candidates are built on the meta device.
+"""Names the torchvision architecture a state dict was saved from, by its layer names and shapes;
+the name the checkpoint stores only breaks ties. Candidates are built on the meta device.
+"""
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
-# What a checkpoint holds and whether it will serve (inspect_checkpoint.py, package_model.py),
-# and --convert: the same model written in this project's own plain-tensor format.
+"""What a checkpoint holds and whether it will serve (inspect_checkpoint.py, package_model.py),
+and --convert: the same model written in this project's own plain-tensor format.
+"""
 from __future__ import annotations
 
 import contextlib

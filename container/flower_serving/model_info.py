@@ -1,5 +1,6 @@
-# What GET /model-info reports: the served model, its precision and device, and whether it is
-# the bundled demo model (local_test/test_dir/model, recognised by its checkpoint's SHA-256).
+"""What GET /model-info reports: the served model, its precision and device, and whether it is
+the bundled demo model (local_test/test_dir/model, recognised by its checkpoint's SHA-256).
+"""
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
-# The page to try the classifier: one HTML file, page.html, that both the container (GET /) and
-# `endpoint/client.py page` serve, and the gallery of sample photos it offers. Standard library
-# only, so the client imports it without torch.
+"""The page to try the classifier: one HTML file, page.html, that both the container (GET /) and
+`endpoint/client.py page` serve, and the gallery of sample photos it offers. Standard library
+only, so the client imports it without torch.
+"""
 from __future__ import annotations
 
 import json

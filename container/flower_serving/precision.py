@@ -1,5 +1,6 @@
-# The precision policy: each candidate is checked against fp32 on real photos and their mirrors and
-# timed; the fastest that keeps the answers serves. The decision is cached per model and CPU.
+"""The precision policy: each candidate is checked against fp32 on real photos and their mirrors and
+timed; the fastest that keeps the answers serves. The decision is cached per model and CPU.
+"""
 from __future__ import annotations
 
 import hashlib

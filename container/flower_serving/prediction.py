@@ -1,5 +1,6 @@
-# predict.py's logic: one image + a checkpoint -> the top-k flowers, as a table, JSON or a PNG.
-# Same loader, decoder, preprocess(), forward and encoder as the server, so answers match exactly.
+"""predict.py's logic: one image + a checkpoint -> the top-k flowers, as a table, JSON or a PNG.
+Same loader, decoder, preprocess(), forward and encoder as the server, so answers match exactly.
+"""
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
-# Runs the one model copy of this process: device placement, precision, warm-up and forward.
-# Reduced precision is kept only if it gives the same answers as fp32 (precision.py's policy).
+"""Runs the one model copy of this process: device placement, precision, warm-up and forward.
+Reduced precision is kept only if it gives the same answers as fp32 (precision.py's policy).
+"""
 from __future__ import annotations
 
 import contextlib

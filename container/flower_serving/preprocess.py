@@ -1,5 +1,6 @@
-# The one preprocessing function shared by the server, predict.py and training's evaluation.
-# It equals torchvision.transforms.v2's Resize, CenterCrop, ToImage, ToDtype, Normalize bit for bit.
+"""The one preprocessing function shared by the server, predict.py and training's evaluation.
+It equals torchvision.transforms.v2's Resize, CenterCrop, ToImage, ToDtype, Normalize bit for bit.
+"""
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
-# int8 post-training quantization of the backbone, for CPUs with VNNI int8 dot-product units.
-# Weights per output channel, activations calibrated on real photos; the head stays fp32.
+"""int8 post-training quantization of the backbone, for CPUs with VNNI int8 dot-product units.
+Weights per output channel, activations calibrated on real photos; the head stays fp32.
+"""
 from __future__ import annotations
 
 import warnings

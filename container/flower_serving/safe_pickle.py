@@ -1,6 +1,7 @@
-# A restricted unpickler for checkpoints: torch files (zip and legacy) and plain pickles load
-# as data; nothing from the file is imported or called beyond an explicit allow-list.
-"""Loading an untrusted checkpoint without running its code.
+"""A restricted unpickler for checkpoints: torch files (zip and legacy) and plain pickles load
+as data; nothing from the file is imported or called beyond an explicit allow-list.
+
+Loading an untrusted checkpoint without running its code.
 
 Globals resolve in three ways:
 

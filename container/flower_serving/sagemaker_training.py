@@ -1,5 +1,6 @@
-# SageMaker's training contract (`docker run IMAGE train`): hyperparameters.json + channels in,
-# /opt/ml/model out, and on any failure a one-paragraph reason in /opt/ml/output/failure, exit 1.
+"""SageMaker's training contract (`docker run IMAGE train`): hyperparameters.json + channels in,
+/opt/ml/model out, and on any failure a one-paragraph reason in /opt/ml/output/failure, exit 1.
+"""
 from __future__ import annotations
 
 import json

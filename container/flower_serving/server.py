@@ -1,5 +1,6 @@
-# Starts gunicorn (one gthread worker by default) around the Flask app, as SageMaker's `serve`.
-# The worker loads and warms the model before it accepts a request; a bad model exits non-zero.
+"""Starts gunicorn (one gthread worker by default) around the Flask app, as SageMaker's `serve`.
+The worker loads and warms the model before it accepts a request; a bad model exits non-zero.
+"""
 from __future__ import annotations
 
 import ctypes

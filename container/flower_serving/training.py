@@ -1,5 +1,6 @@
-# Trains a new feed-forward head on a frozen pretrained backbone (or, with --train_blocks, on its
-# fine-tuned last blocks) and writes checkpoint.pth. Behind train/train.py and the image's `train`.
+"""Trains a new feed-forward head on a frozen pretrained backbone (or, with --train_blocks, on its
+fine-tuned last blocks) and writes checkpoint.pth. Behind train/train.py and the image's `train`.
+"""
 from __future__ import annotations
 
 import argparse

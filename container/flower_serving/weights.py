@@ -1,5 +1,6 @@
-# A backbone with the weights training asked for: torchvision's pretrained ones, none, or a file.
-# Only the backbone is filled; the head slot is left for the new head.
+"""A backbone with the weights training asked for: torchvision's pretrained ones, none, or a file.
+Only the backbone is filled; the head slot is left for the new head.
+"""
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,8 @@
-# Shared helpers for the container tests (tests/test_image.py, tests/test_build_and_push.py).
-# Real docker engine, loopback only, bounded waits; import explicitly (not a conftest).
-"""Docker helpers: engine check, one cached image build per session, ports, polling."""
+"""Shared helpers for the container tests (tests/test_image.py, tests/test_build_and_push.py).
+Real docker engine, loopback only, bounded waits; import explicitly (not a conftest).
+
+Docker helpers: engine check, one cached image build per session, ports, polling.
+"""
 
 import functools
 import os
@@ -17,7 +19,7 @@ import urllib.request
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 IMAGE_TAG = "flower-classifier:test"  # the default (gpu, CUDA 13.0) variant
 CPU_IMAGE_TAG = "flower-classifier:test-cpu"
 BASE_IMAGE = "python:3.11-slim-bookworm"

@@ -1,6 +1,7 @@
-# Test helper: a small IAM identity-policy evaluator (Allow/Deny, Action/NotAction and
-# Resource/NotResource wildcards, the condition operators our policies use), as IAM decides.
-"""Evaluate IAM identity policies against requests, the way IAM's policy logic does.
+"""Test helper: a small IAM identity-policy evaluator (Allow/Deny, Action/NotAction and
+Resource/NotResource wildcards, the condition operators our policies use), as IAM decides.
+
+Evaluate IAM identity policies against requests, the way IAM's policy logic does.
 
 No maintained Python evaluator fits (moto's ignores most conditions and returns Deny for an
 Allow whose condition does not match; iamspy is a single 0.0.1 release), so this one is small

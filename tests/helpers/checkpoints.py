@@ -1,5 +1,6 @@
-# Test helpers that write model directories: the Udacity seed's exact format and this project's.
-# Weights are random (seeded); that is enough to test loading, serving and numerical agreement.
+"""Test helpers that write model directories: the Udacity seed's exact format and this project's.
+Weights are random (seeded); that is enough to test loading, serving and numerical agreement.
+"""
 from __future__ import annotations
 
 import json

@@ -1,9 +1,10 @@
-# Test helper: runs moto's HTTP server as a real process on a loopback port and gives the
-# deployment scripts an environment pointing at it (dummy credentials, AWS_ENDPOINT_URL).
-"""moto server fixtures for the AWS script tests.
+"""Test helper: runs moto's HTTP server as a real process on a loopback port and gives the
+deployment scripts an environment pointing at it (dummy credentials, AWS_ENDPOINT_URL).
+
+moto server fixtures for the AWS script tests.
 
 Use them in a test module by importing the fixture functions, which registers them there:
-    from aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401
+    from helpers.aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 # The scripts sign with this key and the tests' own boto3 clients with "testing", so a

@@ -1,5 +1,6 @@
-# Test helpers for images: a tiny, easily separable ImageFolder dataset of real JPEG files (three
-# classes of noisy solid colours: enough for a loss to fall in one epoch), and phone-sized photos.
+"""Test helpers for images: a tiny, easily separable ImageFolder dataset of real JPEG files (three
+classes of noisy solid colours: enough for a loss to fall in one epoch), and phone-sized photos.
+"""
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
-# A corpus of checkpoints as Udacity students saved them (18 layouts, real torchvision models,
-# random weights), each with the loader its author would have written, in torchvision directly.
+"""A corpus of checkpoints as Udacity students saved them (18 layouts, real torchvision models,
+random weights), each with the loader its author would have written, in torchvision directly.
+"""
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the authors' own spelling
 from torchvision import transforms as T  # noqa: N812
 
-from checkpoints import class_to_idx
 from conftest import CATEGORY_NAMES
+from helpers.checkpoints import class_to_idx
 
 MAPPING = class_to_idx(CATEGORY_NAMES)  # ImageFolder's numbering of the 102 flower folders
 NAMES = json.loads(Path(CATEGORY_NAMES).read_text())

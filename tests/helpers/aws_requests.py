@@ -1,6 +1,8 @@
-# Test helper: turns the HTTP requests moto's recorder saw into IAM authorization requests
-# (action, resource ARN, condition keys), for checking a policy against what scripts really call.
-"""Recorded AWS API calls -> iam_policy.Request, by protocol (JSON, query, CBOR, REST)."""
+"""Test helper: turns the HTTP requests moto's recorder saw into IAM authorization requests
+(action, resource ARN, condition keys), for checking a policy against what scripts really call.
+
+Recorded AWS API calls -> iam_policy.Request, by protocol (JSON, query, CBOR, REST).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from iam_policy import Request
+from helpers.iam_policy import Request
 
 # Request parameter -> SageMaker resource type in its ARN.
 SAGEMAKER_RESOURCES = {

@@ -1,5 +1,6 @@
-# Starts the real `container/serve` entrypoint on a free loopback port (bounded waits; SIGTERM,
-# then SIGKILL, at the end), and RuntimeProxy: SageMaker runtime's invoke path in front of it.
+"""Starts the real `container/serve` entrypoint on a free loopback port (bounded waits; SIGTERM,
+then SIGKILL, at the end), and RuntimeProxy: SageMaker runtime's invoke path in front of it.
+"""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVE = ROOT / "container" / "serve"
 
 

@@ -1,6 +1,7 @@
-# Test helper: the authorization requests SageMaker itself makes with a model's or job's
-# execution role (image pull, S3 reads and writes, logs, metrics), per documented flow.
-"""What SageMaker asks IAM on the execution role's behalf, from the resources a script made.
+"""Test helper: the authorization requests SageMaker itself makes with a model's or job's
+execution role (image pull, S3 reads and writes, logs, metrics), per documented flow.
+
+What SageMaker asks IAM on the execution role's behalf, from the resources a script made.
 
 Sources: "How to use SageMaker AI execution roles" (ECR pull, S3 model artifacts, CloudWatch
 logs and metrics), the CreateTrainingJob, CreateTransformJob, AsyncInferenceConfig and
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from iam_policy import Request
+from helpers.iam_policy import Request
 
 ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
