@@ -48,6 +48,10 @@ def test_values_are_parsed():
     assert Environment.from_env({"INFERENCE_PRECISION": "int8"}).precision == "int8"
 
 
+def test_the_dataclass_defaults_are_the_variables_defaults():
+    assert Environment() == Environment.from_env({})
+
+
 def test_blank_values_mean_default():
     assert Environment.from_env({"TOP_K": "  ", "SM_MODEL_DIR": ""}) == Environment.from_env({})
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import WeightsError, WeightsMismatch
+from .errors import UnknownArchitecture, WeightsError, WeightsMismatch
 from .preprocess import Preprocessing
 
 LITE0 = "efficientnet_lite0"  # the demo model's backbone: timm's definition, offline weights
@@ -22,9 +22,6 @@ IMAGENET_CLASSES = 1000  # every backbone is built with its ImageNet classifier,
 DENSENET_LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
-
-class UnknownArchitecture(ValueError):
-    """A name that is neither a torchvision classification model nor efficientnet_lite0."""
 
 
 @functools.cache

@@ -13,13 +13,11 @@ from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
+from .errors import DataError
 from .preprocess import Preprocessing, preprocess, to_rgb
 
 ROTATION_DEGREES = 30  # the seed's RandomRotation(30)
 
-
-class DataError(ValueError):
-    """The data folders are not in ImageFolder layout; the message says what to fix."""
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
+
+from .errors import ConfigError
 
 BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
 MODEL_SERVER_WORKERS = "MODEL_SERVER_WORKERS"
@@ -35,12 +37,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GRACEFUL_TIMEOUT_S = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the container cannot use."""
-
 
 def cpu_count() -> int:
     """Cores this process may use (respects cgroup/affinity limits where the OS reports them)."""
@@ -62,52 +58,94 @@ def visible_gpus(env: Mapping[str, str]) -> int:
     return sum(1 for d in DEVICES.glob("nvidia[0-9]*") if d.name[6:].isdigit())
 
 
-def _read(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], T],
-          check: Callable[[T], bool], expected: str) -> T:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = parse(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}") from None
-    if not check(value):
-        raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}")
-    return value
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how its text is read, what it may hold, and, for a default
+    that depends on the machine, how that default is found."""
+
+    variable: str
+    parse: Callable[[str], Any] = str
+    check: Callable[[Any], bool] = lambda value: True
+    expected: str = "a value"
+    machine_default: Callable[[Mapping[str, str]], Any] | None = None
+
+    def read(self, env: Mapping[str, str], default: Any) -> Any:
+        """The variable's value; blank or unset means `default`."""
+        raw = env.get(self.variable, "").strip()
+        if not raw:
+            return default
+        try:
+            value = self.parse(raw)
+        except ValueError:
+            raise ConfigError(f"{self.variable}={raw!r} is invalid: expected {self.expected}") \
+                from None
+        if not self.check(value):
+            raise ConfigError(f"{self.variable}={raw!r} is invalid: expected {self.expected}")
+        return value
 
 
-def _positive_int(env: Mapping[str, str], key: str, default: int, upper: int = 1 << 20) -> int:
-    return _read(env, key, default, int, lambda v: 1 <= v <= upper,
-                 f"an integer from 1 to {upper}")
+def _setting(default: Any, variable: str, parse: Callable[[str], Any] = str,
+             check: Callable[[Any], bool] = lambda value: True, expected: str = "a value",
+             machine_default: Callable[[Mapping[str, str]], Any] | None = None) -> Any:
+    """A dataclass field that declares its variable: name, type (parse), default and range."""
+    setting = Setting(variable, parse, check, expected, machine_default)
+    if machine_default is not None:  # Environment() is Environment.from_env({})
+        return field(default_factory=lambda: machine_default({}), metadata={"setting": setting})
+    return field(default=default, metadata={"setting": setting})
 
 
-def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
-    return _read(env, key, default, str.lower, lambda v: v in choices,
-                 "one of " + ", ".join(choices))
+def _integer(default: int | None, variable: str, low: int, high: int, expected: str | None = None,
+             machine_default: Callable[[Mapping[str, str]], int] | None = None) -> Any:
+    return _setting(default, variable, int, lambda v: low <= v <= high,
+                    expected or f"an integer from {max(low, 1)} to {high}", machine_default)
+
+
+def _choice(default: str, variable: str, choices: tuple[str, ...]) -> Any:
+    return _setting(default, variable, str.lower, lambda v: v in choices,
+                    "one of " + ", ".join(choices))
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false"):
+        raise ValueError(raw)
+    return value == "true"
 
 
 @dataclass(frozen=True)
 class Environment:
-    """The container's settings. Build it with `Environment.from_env()`."""
+    """The container's settings, each declared once below: the variable, its parsing, default
+    and range. `Environment.from_env()` reads them; `Environment()` is `from_env({})`."""
 
-    port: int = 8080
-    workers: int = 1  # from_env: one per visible GPU, else 1
-    threads: int = 64
-    timeout: int = 60
-    max_payload_mb: float = 6.0
-    model_dir: str = "/opt/ml/model"
-    top_k: int = 5
-    max_batch_size: int = 0  # 0: 8 images in flight on CPU (4 per lane), 32 on GPU
-    max_batch_delay_ms: float = 5.0
-    max_image_pixels: int = 40_000_000
-    precision: str = "auto"
-    calibration_dir: str = DEFAULT_CALIBRATION_DIR  # photos for the reduced-precision check
-    torch_threads: int = 1
-    lanes: int = 0  # 0: 2 on CPU (at most one per thread), 1 on GPU
-    log_level: str = "info"
-    batch: bool = False  # a Batch Transform job (SAGEMAKER_BATCH=true)
-    batch_strategy: str = "single_record"
-    max_concurrent_transforms: int = 0  # 0: what the server's lanes and batches take
+    port: int = _integer(8080, BIND_TO_PORT, 1, 65535, "a TCP port from 1 to 65535")
+    workers: int = _integer(  # one per visible GPU, else 1
+        None, MODEL_SERVER_WORKERS, 1, 64, machine_default=lambda env: max(1, visible_gpus(env)))
+    threads: int = _integer(64, MODEL_SERVER_THREADS, 1, 1024)
+    timeout: int = _integer(60, MODEL_SERVER_TIMEOUT, 1, 3600)
+    max_payload_mb: float = _setting(6.0, MAX_PAYLOAD_IN_MB, float, lambda v: 0 < v <= 100,
+                                     "a number of megabytes above 0 and at most 100")
+    model_dir: str = _setting("/opt/ml/model", MODEL_DIR)
+    top_k: int = _integer(5, TOP_K, 1, 1000)
+    max_batch_size: int = _integer(  # 0: 8 images in flight on CPU (4 per lane), 32 on GPU
+        0, MAX_BATCH_SIZE, 0, 1024,
+        "an integer from 1 to 1024 (0 or unset: 8 // lanes on CPU, 32 on GPU)")
+    max_batch_delay_ms: float = _setting(5.0, MAX_BATCH_DELAY_MS, float,
+                                         lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000")
+    max_image_pixels: int = _integer(40_000_000, MAX_IMAGE_PIXELS, 1, 500_000_000)
+    precision: str = _choice("auto", INFERENCE_PRECISION, PRECISIONS)
+    # photos for the reduced-precision check
+    calibration_dir: str = _setting(DEFAULT_CALIBRATION_DIR, CALIBRATION_IMAGES_DIR)
+    torch_threads: int = _integer(None, TORCH_THREADS, 1, 1024,
+                                  machine_default=lambda env: cpu_count())
+    lanes: int = _integer(  # 0: 2 on CPU (at most one per thread), 1 on GPU
+        0, INFERENCE_LANES, 0, 64, "an integer from 1 to 64 (0 or unset: 2 on CPU, 1 on GPU)")
+    log_level: str = _choice("info", LOG_LEVEL, LOG_LEVELS)
+    batch: bool = _setting(  # a Batch Transform job (SAGEMAKER_BATCH=true)
+        False, BATCH, _flag, expected="one of true, false")
+    batch_strategy: str = _choice("single_record", BATCH_STRATEGY,
+                                  ("single_record", "multi_record"))
+    max_concurrent_transforms: int = _integer(  # 0: what the server's lanes and batches take
+        0, MAX_CONCURRENT_TRANSFORMS, 1, 1024)
 
     def lanes_for(self, device_type: str) -> int:
         """Batches forwarded side by side, each on its own share of the torch threads."""
@@ -131,32 +169,10 @@ class Environment:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
         env = os.environ if env is None else env
-        cores = cpu_count()
-        return cls(
-            port=_read(env, BIND_TO_PORT, 8080, int, lambda v: 1 <= v <= 65535,
-                       "a TCP port from 1 to 65535"),
-            workers=_positive_int(env, MODEL_SERVER_WORKERS, max(1, visible_gpus(env)), 64),
-            threads=_positive_int(env, MODEL_SERVER_THREADS, 64, 1024),
-            timeout=_positive_int(env, MODEL_SERVER_TIMEOUT, 60, 3600),
-            max_payload_mb=_read(env, MAX_PAYLOAD_IN_MB, 6.0, float, lambda v: 0 < v <= 100,
-                                 "a number of megabytes above 0 and at most 100"),
-            model_dir=env.get(MODEL_DIR, "").strip() or "/opt/ml/model",
-            top_k=_positive_int(env, TOP_K, 5, 1000),
-            max_batch_size=_read(
-                env, MAX_BATCH_SIZE, 0, int, lambda v: 0 <= v <= 1024,
-                "an integer from 1 to 1024 (0 or unset: 8 // lanes on CPU, 32 on GPU)"),
-            max_batch_delay_ms=_read(env, MAX_BATCH_DELAY_MS, 5.0, float,
-                                     lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
-            max_image_pixels=_positive_int(env, MAX_IMAGE_PIXELS, 40_000_000, 500_000_000),
-            precision=_choice(env, INFERENCE_PRECISION, "auto", PRECISIONS),
-            calibration_dir=env.get(CALIBRATION_IMAGES_DIR, "").strip() or DEFAULT_CALIBRATION_DIR,
-            torch_threads=_positive_int(env, TORCH_THREADS, cores, 1024),
-            lanes=_read(env, INFERENCE_LANES, 0, int, lambda v: 0 <= v <= 64,
-                        "an integer from 1 to 64 (0 or unset: 2 on CPU, 1 on GPU)"),
-            log_level=_choice(env, LOG_LEVEL, "info", LOG_LEVELS),
-            batch=_choice(env, BATCH, "false", ("true", "false")) == "true",
-            batch_strategy=_choice(env, BATCH_STRATEGY, "single_record",
-                                   ("single_record", "multi_record")),
-            max_concurrent_transforms=_read(env, MAX_CONCURRENT_TRANSFORMS, 0, int,
-                                            lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
-        )
+        values = {}
+        for f in fields(cls):
+            setting: Setting = f.metadata["setting"]
+            default = (setting.machine_default(env) if setting.machine_default is not None
+                       else f.default)
+            values[f.name] = setting.read(env, default)
+        return cls(**values)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .architectures import legacy_key_names
+from .errors import NotServable
 from .preprocess import Preprocessing
 from .safe_pickle import Placeholder
 
@@ -22,9 +23,6 @@ HEAD_KEYS = ("classifier", "fc")  # a pickled head saved beside the weights
 SEED_KEYS = {"class_to_idx", "input_size", "fc2_size", "output_size", "state_dict"}
 VARIANT_KEYS = {"arch", "hidden_units", "state_dict", "class_to_idx"}
 
-
-class NotServable(ValueError):
-    """A part the checkpoint needs is missing or not loaded; the message says which."""
 
 
 @dataclass

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import HeadError
+
 # layers a pickled head may record, rebuilt fresh from their hyperparameters (never reused)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Tanh,
                nn.Sigmoid, nn.Hardswish, nn.Identity, nn.Flatten, nn.AdaptiveAvgPool2d)
 
-
-class HeadError(ValueError):
-    """The head's weights do not make a head this code can rebuild exactly."""
 
 
 @dataclass

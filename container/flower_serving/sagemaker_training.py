@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CATEGORY_NAMES, CHECKPOINT, read_checkpoint
+from .errors import ContractError
 from .training import CURVE, run
 from .training_args import parse_args
 
@@ -22,9 +23,6 @@ ALLOWED = ("arch", "learning_rate", "hidden_units", "epochs", "batch_size", "wei
 FLAGS = ("no_augment",)
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
-
-class ContractError(ValueError):
-    """The /opt/ml layout or hyperparameters are not usable."""
 
 
 def paths(env=os.environ) -> dict[str, Path]:

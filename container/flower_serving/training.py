@@ -33,8 +33,8 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .data import ClassFolders, DataError, data_folders
-from .errors import ModelLoadError, WeightsError
+from .data import ClassFolders, data_folders
+from .errors import InputError
 from .fine_tune import FineTuner, cache_views, split_backbone
 from .preprocess import Preprocessing
 from .training_args import (
@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> Path:
     return path
 
 
-BAD_INPUT = (UsageError, DataError, WeightsError, ModelLoadError, FileNotFoundError)
+BAD_INPUT = (InputError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,12 @@ import torch
 from .architectures import UnknownArchitecture, check_architecture, list_architectures
 from .checkpoint import CATEGORY_NAMES
 from .device import unusable_gpu
+from .errors import UsageError
 
 DEFAULT_ARCH = "vgg16"
 DEFAULT_HIDDEN = "512"
 DEFAULT_LR = 0.001
 
-
-class UsageError(ValueError):
-    """Bad command-line input (exit status 2)."""
 
 
 class Parser(argparse.ArgumentParser):
