@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from run import ROOT, Load, load_level, model_dir_for, percentile, photos  # sets sys.path
 
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
 from helpers.serving import ServerProcess
 
 GOAL = 0.70  # served resnet50 >= 70% of its best raw batched fp16 forward

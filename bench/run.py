@@ -17,18 +17,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "container"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from flower_serving.checkpoint import load_classifier  # noqa: E402
-from flower_serving.device import select_device  # noqa: E402
-from flower_serving.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
-from flower_serving.predictor import Predictor  # noqa: E402
-from flower_serving.preprocess import preprocess  # noqa: E402
-from flower_serving.server import load_model  # noqa: E402
+from flower_classifier.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
+from flower_classifier.model.checkpoint import load_classifier  # noqa: E402
+from flower_classifier.model.device import select_device  # noqa: E402
+from flower_classifier.model.predictor import Predictor  # noqa: E402
+from flower_classifier.model.preprocess import preprocess  # noqa: E402
+from flower_classifier.serving.server import load_model  # noqa: E402
 from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
 from helpers.serving import ServerProcess  # noqa: E402
 
@@ -169,12 +169,14 @@ def reference_rss(model_dir: Path) -> float:
     request handlers and HTTP cost."""
     env, kind = Environment.from_env(), select_device().type
     batch = env.batch_size_for(kind) * env.lanes_for(kind)  # every lane's batch in flight
-    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'container')!r}, {str(ROOT / 'bench')!r}];"
-            "import psutil, run; from pathlib import Path;"
+    code = ("import psutil, run; from pathlib import Path;"
             f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
             "print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # this folder, for `import run`
+        [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 

@@ -24,7 +24,7 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "container"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 CORPUS = ROOT / "tests" / "corpus"
 PHOTOS = ROOT / "local_test" / "payloads"
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"

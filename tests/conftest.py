@@ -1,9 +1,8 @@
-"""Shared pytest fixtures: import paths, sample photos, checkpoints and a real `serve` process.
+"""Shared pytest fixtures: sample photos, checkpoints and a real `serve` process.
 Servers are real gunicorn processes on loopback ports; nothing here is mocked.
 """
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 
@@ -11,15 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from flower_classifier.model.predictor import TOP1_TOLERANCE, Predictor
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint
+from helpers.serving import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "container"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from flower_serving.predictor import TOP1_TOLERANCE, Predictor  # noqa: E402
-from flower_serving.preprocess import Preprocessing, preprocess  # noqa: E402
-from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
-from helpers.serving import ServerProcess  # noqa: E402
-
 PAYLOADS = ROOT / "local_test" / "payloads"
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CATEGORY_NAMES = DEMO_MODEL / "cat_to_name.json"

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from conftest import CountingPredictor
-from flower_serving.batcher import Batcher
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.serving.batcher import Batcher
 
 
 def make(small_model_dir, max_batch=8, delay_ms=50.0):

@@ -11,16 +11,16 @@ import torchvision
 from PIL import Image
 
 from conftest import CATEGORY_NAMES
-from flower_serving.checkpoint import (
+from flower_classifier.model.checkpoint import (
     Classifier,
     ModelLoadError,
     classifier_from_checkpoint,
     load_classifier,
     read_checkpoint,
 )
-from flower_serving.device import cpu_has_amx, cpu_has_vnni
-from flower_serving.predictor import TOP1_TOLERANCE
-from flower_serving.preprocess import preprocess
+from flower_classifier.model.device import cpu_has_amx, cpu_has_vnni
+from flower_classifier.model.predictor import TOP1_TOLERANCE
+from flower_classifier.model.preprocess import preprocess
 from helpers.checkpoints import make_project_checkpoint, make_variant_checkpoint
 from helpers.serving import ServerProcess
 

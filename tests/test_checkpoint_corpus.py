@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import photo_batch
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
 from helpers.checkpoint_corpus import FORMATS, NAMES, backbone_file, resnet_head_only_ref
 from helpers.serving import ServerProcess
 
@@ -70,7 +70,7 @@ def test_each_format_serves_its_authors_answers(name, corpus, hub_cache, photos,
                                                 caplog):
     monkeypatch.setenv("TORCH_HOME", str(hub_cache))
     folder = corpus(name)
-    caplog.set_level("INFO", logger="flower_serving")
+    caplog.set_level("INFO", logger="flower_classifier")
     classifier = load_classifier(folder)
     assert classifier.arch == BY_NAME[name].arch
     assert "found from the weights" in caplog.text or "only the head" in caplog.text

@@ -6,7 +6,6 @@ Python client tests.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from PIL import ExifTags, Image
 from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
     REPO,
     aws_env_fixture,
+    load_client,
     moto_server_fixture,
 )
 from helpers.sample_data import opened, phone_photo
@@ -33,12 +33,6 @@ SHRINK_TOLERANCE = 0.05
 
 PREDICTIONS = {"predictions": [{"class": "1", "label": "pink primrose", "probability": 0.9}]}
 
-
-def load_client():
-    spec = importlib.util.spec_from_file_location("flower_client", REPO / "endpoint" / "client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def canned(moto_server, body=PREDICTIONS):

@@ -11,8 +11,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from flower_serving.data import ClassFolders, DataError, augmentation, data_folders
-from flower_serving.preprocess import Preprocessing, preprocess
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from flower_classifier.training.data import ClassFolders, DataError, augmentation, data_folders
 
 
 def make_tree(root: Path, layout: dict[str, int], size=(40, 30)) -> Path:
@@ -87,7 +87,7 @@ def test_augmentation_is_the_seeds_pipeline(photos) -> None:
 
 
 def test_inception_crops_at_its_own_size() -> None:
-    from flower_serving.architectures import preprocessing_for
+    from flower_classifier.model.architectures import preprocessing_for
 
     spec = preprocessing_for("inception_v3")
     out = augmentation(spec)(Image.new("RGB", (400, 350), (1, 2, 3)))

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flower_serving.decoder import decode_image, decode_instances
-from flower_serving.errors import BadRequest
-from flower_serving.handler import MAX_INSTANCES
-from flower_serving.preprocess import Preprocessing, preprocess
+from flower_classifier.errors import BadRequest
+from flower_classifier.model.images import decode_image
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from flower_classifier.serving.decoder import decode_instances
+from flower_classifier.serving.handler import MAX_INSTANCES
 
 PHOTO = Path(__file__).resolve().parents[1] / "local_test" / "payloads" / "rose.jpg"
 MAX_PIXELS = 40_000_000

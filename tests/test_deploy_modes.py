@@ -201,12 +201,9 @@ def test_plain_update_stays_all_at_once(aws_env, account):
 
 def test_client_checks_the_serverless_payload_limit(aws_env, moto_server, monkeypatch):
     """client.py --serverless refuses a body over 4 MB before the call, sends one under it."""
-    import sys
+    from helpers.aws_emulator import load_client
 
-    from helpers.aws_emulator import REPO
-
-    sys.path.insert(0, str(REPO / "endpoint"))
-    import client as endpoint_client
+    endpoint_client = load_client()
 
     moto_server.set_endpoint_results([{"Body": '{"predictions": []}',
                                        "ContentType": "application/json"}])

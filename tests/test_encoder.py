@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from flower_serving.checkpoint import Classifier
-from flower_serving.encoder import encode, error_body, top_k
-from flower_serving.preprocess import Preprocessing
+from flower_classifier.model.checkpoint import Classifier
+from flower_classifier.model.preprocess import Preprocessing
+from flower_classifier.serving.encoder import encode, error_body, top_k
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flower_serving.environment import ConfigError, Environment
+from flower_classifier.environment import ConfigError, Environment
 
 
 def test_defaults_follow_sagemaker():
@@ -71,7 +71,7 @@ def test_bad_values_name_the_variable(key, value):
 def test_one_worker_per_visible_gpu(tmp_path, monkeypatch):
     """MODEL_SERVER_WORKERS defaults to the GPU count: CUDA_VISIBLE_DEVICES when set, else the
     /dev/nvidiaN files a container is given (simulated here), else 1."""
-    import flower_serving.environment as environment
+    import flower_classifier.environment as environment
 
     monkeypatch.setattr(environment, "DEVICES", tmp_path)
     assert Environment.from_env({}).workers == 1

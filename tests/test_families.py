@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from flower_serving.architectures import list_architectures
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.predictor import Predictor
-from flower_serving.preprocess import preprocess
-from flower_serving.training import main
+from flower_classifier.model.architectures import list_architectures
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.model.preprocess import preprocess
+from flower_classifier.training.trainer import main
 
 # The smallest of each family in torchvision's registry, plus timm's Lite0.
 FAMILIES = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s",

@@ -244,7 +244,7 @@ def test_bad_checkpoint_never_comes_up_serving(tmp_path, kind):
 
 
 def test_free_slot_gives_each_worker_its_own_gpu():
-    from flower_serving.server import free_slot
+    from flower_classifier.serving.server import free_slot
 
     assert [free_slot(set(range(n))) for n in range(4)] == [0, 1, 2, 3]
     assert free_slot({0, 2, 3}) == 1  # worker 1 died: its replacement takes GPU 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flower_serving.formats import NotServable, class_map, migrate, stored_arch
+from flower_classifier.model.formats import NotServable, class_map, migrate, stored_arch
 
 
 @pytest.mark.parametrize("key,mapping,expected", [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from conftest import DEMO_MODEL
-from flower_serving.model_info import DEMO_CHECKPOINT_SIZE, is_demo
+from flower_classifier.serving.model_info import DEMO_CHECKPOINT_SIZE, is_demo
 
 
 def test_the_committed_demo_model_is_the_demo():

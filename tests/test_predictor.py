@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from conftest import ROOT, SHARED_FLOWERS, CountingPredictor, keeps_answers, photo_batch
-from flower_serving.calibration import with_flips
-from flower_serving.checkpoint import Classifier, load_classifier
-from flower_serving.device import cpu_has_vnni
-from flower_serving.predictor import Predictor
-from flower_serving.preprocess import Preprocessing
-from flower_serving.quantize import quantize
+from flower_classifier.model.calibration import with_flips
+from flower_classifier.model.checkpoint import Classifier, load_classifier
+from flower_classifier.model.device import cpu_has_vnni
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.model.preprocess import Preprocessing
+from flower_classifier.model.quantize import quantize
 
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CPU = torch.device("cpu")

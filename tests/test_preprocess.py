@@ -11,7 +11,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from flower_serving.preprocess import (
+from flower_classifier.model.preprocess import (
     IMAGENET_STD,
     RESIZED_PIXELS_LIMIT,
     Preprocessing,
@@ -125,7 +125,7 @@ def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, 
 def test_equals_each_architectures_own_eval_transforms_bit_for_bit(photos, arch):
     """The one preprocessing function against torchvision's `weights.transforms()` (resize,
     crop, bilinear or bicubic, mean and std of each architecture's weights)."""
-    from flower_serving.architectures import preprocessing_for
+    from flower_classifier.model.architectures import preprocessing_for
 
     spec = preprocessing_for(arch)
     preset = torchvision.models.get_model_weights(arch).DEFAULT.transforms()

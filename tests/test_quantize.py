@@ -9,8 +9,8 @@ from torch import nn
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from conftest import photo_batch
-from flower_serving.checkpoint import load_classifier
-from flower_serving.quantize import quantize
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.quantize import quantize
 
 
 @pytest.fixture(scope="module")

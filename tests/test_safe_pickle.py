@@ -15,9 +15,13 @@ import torch
 from torch import nn
 
 from conftest import CATEGORY_NAMES
-from flower_serving.checkpoint import classifier_from_checkpoint, load_classifier, read_checkpoint
-from flower_serving.errors import ModelLoadError
-from flower_serving.safe_pickle import Placeholder, load_untrusted
+from flower_classifier.errors import ModelLoadError
+from flower_classifier.model.checkpoint import (
+    classifier_from_checkpoint,
+    load_classifier,
+    read_checkpoint,
+)
+from flower_classifier.model.safe_pickle import Placeholder, load_untrusted
 from helpers.checkpoints import class_to_idx
 from helpers.serving import ServerProcess
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.sagemaker_training import ContractError, paths, read_hyperparameters, to_argv
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.training.sagemaker import ContractError, paths, read_hyperparameters, to_argv
 from helpers.sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,7 +79,7 @@ def test_boot_heartbeat_stops_quietly_when_the_worker_exits():
     from gunicorn.config import Config
     from gunicorn.workers.base import Worker
 
-    from flower_serving.server import _heartbeat_while_booting
+    from flower_classifier.serving.server import _heartbeat_while_booting
 
     cfg = Config()
     worker = Worker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flower_serving.architectures import build_backbone
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.training import main
+from flower_classifier.model.architectures import build_backbone
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.training.trainer import main
 from helpers.sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ Use them in a test module by importing the fixture functions, which registers th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -69,6 +70,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def load_client():
+    """endpoint/client.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("flower_client", REPO / "endpoint" / "client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session", name="moto_server")

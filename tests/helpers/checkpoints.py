@@ -11,8 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flower_serving.architectures import attach_head, build_backbone, head_slot, preprocessing_for
-from flower_serving.checkpoint import build_head, placed_head, save_checkpoint
+from flower_classifier.model.architectures import (
+    attach_head,
+    build_backbone,
+    head_slot,
+    preprocessing_for,
+)
+from flower_classifier.model.checkpoint import build_head, placed_head, save_checkpoint
 
 
 def class_to_idx(names_file: Path) -> dict[str, int]:
