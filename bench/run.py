@@ -29,7 +29,7 @@ from flower_classifier.model.device import select_device  # noqa: E402
 from flower_classifier.model.predictor import Predictor  # noqa: E402
 from flower_classifier.model.preprocess import preprocess  # noqa: E402
 from flower_classifier.serving.server import load_model  # noqa: E402
-from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
+from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint  # noqa: E402
 from helpers.serving import ServerProcess  # noqa: E402
 
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
@@ -52,13 +52,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def model_dir_for(arch: str, work: Path) -> Path:
     if arch == "seed-vgg16":
-        return make_seed_checkpoint(work, NAMES)
+        return make_starter_checkpoint(work, NAMES)
     return make_project_checkpoint(work, NAMES, arch=arch, hidden_units=(512,))
 
 
 def make_confident(model_dir: Path, scale: float) -> None:
     """Multiply the head's output layer by `scale`: random weights answer near-uniformly, and
-    x100 gives a seed-format vgg16 a mean top-1 probability of about 0.7 on real photos, where
+    x100 gives a starter-format vgg16 a mean top-1 probability of about 0.7 on real photos, where
     full int8 moves answers (the precision policy's hard case)."""
     path = model_dir / "checkpoint.pth"
     data = torch.load(path, map_location="cpu", weights_only=True)
@@ -401,7 +401,8 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="serving benchmark")
     parser.add_argument("--arch", default="seed-vgg16",
-                        help="seed-vgg16 (the Udacity seed's checkpoint) or an architecture name")
+                        help="seed-vgg16 (the Udacity starter's checkpoint) or an "
+                        "architecture name")
     parser.add_argument("--model-dir", type=Path, help="serve this model dir instead")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=20.0,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from flower_classifier.model.predictor import TOP1_TOLERANCE, Predictor
 from flower_classifier.model.preprocess import Preprocessing, preprocess
-from helpers.checkpoints import make_project_checkpoint, make_seed_checkpoint
+from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint
 from helpers.serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +67,9 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def seed_model_dir(tmp_path_factory) -> Path:
-    """A vgg16 checkpoint in exactly the Udacity seed's format (random weights), 102 classes."""
-    return make_seed_checkpoint(tmp_path_factory.mktemp("seed_model"), CATEGORY_NAMES)
+def starter_model_dir(tmp_path_factory) -> Path:
+    """A vgg16 checkpoint in exactly the Udacity starter's format (random weights), 102 classes."""
+    return make_starter_checkpoint(tmp_path_factory.mktemp("seed_model"), CATEGORY_NAMES)
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +87,8 @@ def small_server(small_model_dir):
 
 
 @pytest.fixture(scope="session")
-def seed_server(seed_model_dir):
-    with ServerProcess(seed_model_dir) as server:
+def starter_server(starter_model_dir):
+    with ServerProcess(starter_model_dir) as server:
         server.wait_ready()
         yield server
 

@@ -1,5 +1,6 @@
 """Tests data.py: torchvision's ImageFolder under the project's rules (numbering, validation's
-numbering, clear errors) and the seed's augmentations in transforms.v2, against the seed's own.
+numbering, clear errors) and the starter's augmentations in transforms.v2, against the
+starter's own.
 
 Training data: ClassFolders, augmentation(), data_folders().
 """
@@ -70,7 +71,7 @@ def test_missing_folders_are_clear_errors(tmp_path) -> None:
 
 def test_augmentation_is_the_seeds_pipeline(photos) -> None:
     """RandomRotation(30), RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize:
-    the same random draws and pixels as the seed's torchvision.transforms for each torch seed,
+    the same random draws and pixels as the starter's torchvision.transforms for each torch seed,
     within the float rounding of v2's ToDtype (1/255 multiplied, not divided: < 1e-6)."""
     T = torchvision.transforms
     spec = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -43,7 +43,7 @@ def test_values_are_parsed():
     assert (env.port, env.workers, env.timeout, env.top_k) == (9000, 2, 30, 3)
     assert env.max_payload_bytes == int(2.5 * 1024 * 1024)
     assert env.model_dir == "/models/x" and env.max_batch_size == 4
-    assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.threads == 8
+    assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.request_threads == 8
     assert env.calibration_dir == "/photos"
     assert Environment.from_env({"INFERENCE_PRECISION": "int8"}).precision == "int8"
 

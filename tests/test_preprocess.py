@@ -1,4 +1,4 @@
-"""The shared preprocessing function against torchvision's own transforms (the seed's pipeline).
+"""The shared preprocessing function against torchvision's own transforms (the starter's pipeline).
 Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
 """
 from __future__ import annotations
@@ -110,7 +110,8 @@ def test_exif_orientation_is_applied():
 
 @pytest.mark.parametrize("size", [(1500, 3), (2, 1200), (4000, 1), (3, 2000)])
 def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, size):
-    """Past RESIZED_PIXELS_LIMIT only the crop is resampled: the seed's pixels within +/-2/255."""
+    """Past RESIZED_PIXELS_LIMIT only the crop is resampled: the starter's pixels within
+    +/-2/255."""
     width, height = size
     assert 255 * int(255 * max(size) / min(size)) > RESIZED_PIXELS_LIMIT
     rng = np.random.default_rng(sum(size))

@@ -120,7 +120,7 @@ class Environment:
     port: int = _integer(8080, BIND_TO_PORT, 1, 65535, "a TCP port from 1 to 65535")
     workers: int = _integer(  # one per visible GPU, else 1
         None, MODEL_SERVER_WORKERS, 1, 64, machine_default=lambda env: max(1, visible_gpus(env)))
-    threads: int = _integer(64, MODEL_SERVER_THREADS, 1, 1024)
+    request_threads: int = _integer(64, MODEL_SERVER_THREADS, 1, 1024)  # HTTP, per worker
     timeout: int = _integer(60, MODEL_SERVER_TIMEOUT, 1, 3600)
     max_payload_mb: float = _setting(6.0, MAX_PAYLOAD_IN_MB, float, lambda v: 0 < v <= 100,
                                      "a number of megabytes above 0 and at most 100")

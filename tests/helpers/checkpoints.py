@@ -1,4 +1,4 @@
-"""Test helpers that write model directories: the Udacity seed's exact format and this project's.
+"""Test helpers that write model directories: the Udacity starter's exact format and this project's.
 Weights are random (seeded); that is enough to test loading, serving and numerical agreement.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ def class_to_idx(names_file: Path) -> dict[str, int]:
     return {c: i for i, c in enumerate(classes)}
 
 
-def make_seed_checkpoint(model_dir: Path, names_file: Path, fc2_size: int = 512,
+def make_starter_checkpoint(model_dir: Path, names_file: Path, fc2_size: int = 512,
                          seed: int = 0) -> Path:
-    """The seed's save: vgg16 + classifier fc1/relu/fc2/output, keys as in its train.py."""
+    """The starter's save: vgg16 + classifier fc1/relu/fc2/output, keys as in its train.py."""
     torch.manual_seed(seed)
     mapping = class_to_idx(names_file)
     model = build_backbone("vgg16")

@@ -9,6 +9,7 @@ from collections import Counter
 
 import torch
 
+from ..model.accuracy import top_hits
 from ..model.checkpoint import load_classifier
 from ..model.predictor import Predictor
 from ..training.arguments import choose_device
@@ -52,8 +53,7 @@ def evaluate(model_dir: str, data_dir: str, batch_size: int = 32, num_workers: i
     top1 = top5 = 0
     confusions: Counter[tuple[str, str]] = Counter()
     for images, targets in loader:
-        top = predictor.forward(images).topk(min(5, len(classifier.classes)), dim=1).indices
-        hits = top == targets[:, None]
+        top, hits = top_hits(predictor.forward(images), targets)
         top1 += int(hits[:, 0].sum())
         top5 += int(hits.any(1).sum())
         for truth, guess in zip(targets.tolist(), top[:, 0].tolist(), strict=True):

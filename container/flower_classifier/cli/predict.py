@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelLoadError, ServingError
+from ..errors import ModelLoadError, ServingError, UsageError
 from ..model.checkpoint import (
     CATEGORY_NAMES,
     CHECKPOINT,
@@ -23,7 +23,7 @@ from ..model.images import decode_image
 from ..model.predictor import Predictor
 from ..model.preprocess import preprocess, to_rgb
 from ..serving.encoder import top_k
-from ..training.arguments import UsageError, choose_device
+from ..training.arguments import choose_device
 
 NO_PIXEL_LIMIT = 1 << 62
 
@@ -31,7 +31,7 @@ NO_PIXEL_LIMIT = 1 << 62
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predict.py", description=(
         "Predict the flower in an image with a checkpoint written by train.py (or the Udacity "
-        "seed's format): prints the top-k flower names with their probabilities."))
+        "starter's format): prints the top-k flower names with their probabilities."))
     p.add_argument("image", help="path to a JPEG/PNG/... image")
     p.add_argument("checkpoint", help="checkpoint.pth, or a model directory holding it")
     p.add_argument("--top_k", type=int, default=5, help="how many classes to show (default 5)")
@@ -77,7 +77,7 @@ def table(predictions: list[dict]) -> str:
 
 
 def plot(image_path: str, predictions: list[dict], out: str) -> None:
-    """The seed notebook's sanity check: the photo above a horizontal bar chart of the top-k."""
+    """The starter notebook's sanity check: the photo above a horizontal bar chart of the top-k."""
     from matplotlib.figure import Figure
     from PIL import Image
 

@@ -106,7 +106,7 @@ def head_slot(model: nn.Module) -> HeadSlot:
     """Find the classifier of a freshly built backbone, generically.
 
     The classifier layer is the last Linear (or 1x1 Conv2d) with 1000 outputs. Its top-level
-    container is the slot, replaced whole, as the seed replaces vgg16's `classifier`, unless
+    container is the slot, replaced whole, as the starter replaces vgg16's `classifier`, unless
     the container holds normalisation before it (convnext, maxvit) or holds nothing else (vit's
     `heads`): then the slot is the classifier layer itself."""
     layer_path = None

@@ -1,4 +1,5 @@
-"""Reads and writes checkpoint.pth: this project's format, the Udacity seed's, the common variant.
+"""Reads and writes checkpoint.pth: this project's format, the Udacity starter's, the
+common variant.
 Loading never runs pickled code (weights_only=True), and refuses what it cannot rebuild exactly.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .architectures import (
     copy_by_name,
     preprocessing_for,
 )
-from .formats import Found, NotServable, is_module, migrate
+from .formats import Found, Layout, NotServable, is_module, migrate
 from .heads import Head, HeadError, from_convention, from_kept, from_record, select_outputs
 from .identify import Identified, counted, identify
 from .preprocess import Preprocessing
@@ -32,7 +33,7 @@ log = logging.getLogger("flower_classifier")
 
 CHECKPOINT = "checkpoint.pth"
 CATEGORY_NAMES = "cat_to_name.json"
-FORMAT = "flower-classifier"
+FORMAT = Layout.PROJECT.value  # a plain str in the file
 FORMAT_VERSION = 1
 SUFFIXES = (".pth", ".pt", ".tar", ".pickle", ".pkl", ".ckpt")
 EXPECTED = (
@@ -58,7 +59,7 @@ class Classifier:
 
 
 def build_head(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers fc1..fcN with ReLU (and dropout) between, LogSoftmax output, as the seed."""
+    """Linear layers fc1..fcN with ReLU (and dropout) between, LogSoftmax output, as the starter."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False), start=1):
         layers[f"fc{i}"] = nn.Linear(n_in, n_out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -20,9 +21,22 @@ CLASS_MAP_KEYS = ("class_to_idx", "class_to_index", "class_to_idx_map", "idx_to_
 ARCH_KEYS = ("arch", "architecture", "model_name", "model_architecture", "mtype")
 NAMES_KEYS = ("cat_to_name", "category_names", "cat_to_names")
 HEAD_KEYS = ("classifier", "fc")  # a pickled head saved beside the weights
-SEED_KEYS = {"class_to_idx", "input_size", "fc2_size", "output_size", "state_dict"}
+STARTER_KEYS = {"class_to_idx", "input_size", "fc2_size", "output_size", "state_dict"}
 VARIANT_KEYS = {"arch", "hidden_units", "state_dict", "class_to_idx"}
 
+
+
+class Layout(StrEnum):
+    """The checkpoint formats the migrations know by name. The values are what the log,
+    /model-info and inspect_checkpoint.py print; a checkpoint stores `PROJECT.value`, a plain
+    string (an enum would not load with weights_only=True). Other dicts are described by the
+    key their weights are under."""
+
+    PROJECT = "flower-classifier"  # train.py's own format
+    UDACITY_STARTER = "udacity-seed"  # the Udacity starter project's save
+    UDACITY_VARIANT = "udacity-variant"  # the common variant of it, with "arch"
+    WHOLE_MODEL = "whole pickled model"  # torch.save(model)
+    STATE_DICT = "bare state_dict"  # torch.save(model.state_dict())
 
 
 @dataclass
@@ -102,7 +116,7 @@ def lower_keys(data: dict) -> dict:
 
 def from_project(data: dict) -> Found:
     """This project's own format (train.py): its keys are exact, its head layout recorded."""
-    found = from_dict(data, "flower-classifier")
+    found = from_dict(data, Layout.PROJECT)
     found.scope = data.get("state_dict_scope", "full")
     found.backbone_weights = data.get("backbone_weights", "default")
     found.version = data.get("format_version", 1)
@@ -112,14 +126,14 @@ def from_project(data: dict) -> Found:
 def from_module(model) -> Found:
     """torch.save(model): a whole pickled model, weights read from its saved tensors, labels
     from the attributes authors set on it (model.class_to_idx)."""
-    found = Found(clean_state(module_state(model)), "whole pickled model",
+    found = Found(clean_state(module_state(model)), Layout.WHOLE_MODEL,
                   head_module=pickled_head(model))
     return add_metadata(found, module_dict(model))
 
 
 def from_state_dict(data: dict) -> Found:
     """torch.save(model.state_dict()): weights alone, no labels."""
-    return Found(clean_state(data), "bare state_dict")
+    return Found(clean_state(data), Layout.STATE_DICT)
 
 
 def from_dict(data: dict, layout: str = "") -> Found:
@@ -155,7 +169,7 @@ def migrate(obj) -> Found:
         return from_module(obj)
     if not isinstance(obj, dict):
         raise NotServable(f"it holds a {type(obj).__name__}, not a dict or a model")
-    if obj.get("format") == "flower-classifier":
+    if obj.get("format") == Layout.PROJECT:
         return from_project(obj)
     if is_state_dict(obj):
         return from_state_dict(obj)
@@ -164,10 +178,10 @@ def migrate(obj) -> Found:
 
 def course_layout(data: dict) -> str:
     """The Udacity seed's and the common variant's names, kept for logs."""
-    if "arch" not in data and SEED_KEYS <= data.keys():
-        return "udacity-seed"
+    if "arch" not in data and STARTER_KEYS <= data.keys():
+        return Layout.UDACITY_STARTER
     if VARIANT_KEYS <= data.keys():
-        return "udacity-variant"
+        return Layout.UDACITY_VARIANT
     return ""
 
 

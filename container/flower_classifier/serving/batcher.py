@@ -32,27 +32,29 @@ class Batcher:
     """submit() returns a Future of an n x classes probability tensor for the n images.
 
     `lanes` threads take batches from one queue and run their forwards side by side, each on
-    `threads` torch threads (None: leave torch's setting alone). On a CPU, two one-thread lanes
-    beat one two-thread forward: no OpenMP barrier couples the cores, and one lane's responses
+    `torch_threads` torch threads (None: leave torch's setting alone). On a CPU, two one-thread
+    lanes beat one two-thread forward: no OpenMP barrier couples the cores, and one lane's responses
     and decodes overlap the other lane's forward."""
 
     def __init__(self, predictor: Predictor, max_batch: int, max_delay_ms: float,
-                 gate: CpuGate | None = None, lanes: int = 1, threads: int | None = None) -> None:
+                 gate: CpuGate | None = None, lanes: int = 1,
+                 torch_threads: int | None = None) -> None:
         self.predictor = predictor
         self.gate = gate or CpuGate(1, exclusive=False)
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self.lanes = lanes
-        self.threads = threads
+        self.torch_threads = torch_threads
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._count = threading.Lock()
         self._busy = 0  # lanes holding a batch
         self._pending = 0  # requests submitted and not yet taken by a lane
         self.batches = 0
         self.images = 0
-        self._threads = [threading.Thread(target=self._run, name=f"batcher-{lane}", daemon=True)
-                         for lane in range(lanes)]
-        for thread in self._threads:
+        self._lane_threads = [
+            threading.Thread(target=self._run, name=f"batcher-{lane}", daemon=True)
+            for lane in range(lanes)]
+        for thread in self._lane_threads:
             thread.start()
 
     def submit(self, images: torch.Tensor) -> Future:
@@ -103,11 +105,11 @@ class Batcher:
     def _set_threads(self) -> None:
         """This forward's torch threads: its lane's share, or every lane's share when no other
         lane has work and nothing waits (a lone request keeps the low latency of all cores)."""
-        if self.threads is None:
+        if self.torch_threads is None:
             return
         with self._count:
             alone = self._busy == 1 and self._pending == 0
-        torch.set_num_threads(self.threads * (self.lanes if alone else 1))
+        torch.set_num_threads(self.torch_threads * (self.lanes if alone else 1))
 
     def _forward(self, items: list[_Item]) -> None:
         try:

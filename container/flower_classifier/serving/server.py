@@ -103,15 +103,16 @@ def build_app(env: Environment):
         sys.exit(WORKER_BOOT_ERROR)
     kind = predictor.device.type
     batch_size, lanes = env.batch_size_for(kind), env.lanes_for(kind)
-    threads = env.threads_per_lane(lanes) if kind == "cpu" else None
+    torch_threads = env.threads_per_lane(lanes) if kind == "cpu" else None
     log.info("batching up to %d images, waiting at most %g ms, in %d lane%s%s; %d request "
              "threads; payload limit %g MB", batch_size, env.max_batch_delay_ms, lanes,
-             "s" if lanes > 1 else "", f" of {threads} torch threads" if threads else "",
-             env.threads, env.max_payload_mb)
+             "s" if lanes > 1 else "",
+             f" of {torch_threads} torch threads" if torch_threads else "",
+             env.request_threads, env.max_payload_mb)
     # one lane's forward gets the cores to itself; lanes share them, so the gate then only
     # bounds the decoders
     gate = CpuGate(cpu_count(), exclusive=kind == "cpu" and lanes == 1)
-    batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate, lanes, threads)
+    batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate, lanes, torch_threads)
     return create_app(Handler(classifier, batcher, env), env)
 
 
@@ -189,7 +190,7 @@ class Server(BaseApplication):
             "bind": f"0.0.0.0:{env.port}",
             "workers": env.workers,
             "worker_class": "gthread",
-            "threads": env.threads,
+            "threads": env.request_threads,
             "timeout": env.timeout,
             "graceful_timeout": GRACEFUL_TIMEOUT_S,
             "keepalive": 75,

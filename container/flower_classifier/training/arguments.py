@@ -1,4 +1,4 @@
-"""The command line of train.py (the seed's options plus ours) and the --gpu device check.
+"""The command line of train.py (the starter's options plus ours) and the --gpu device check.
 Shared by training.py, the SageMaker `train` entrypoint and predict.py.
 """
 from __future__ import annotations

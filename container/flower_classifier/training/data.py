@@ -1,4 +1,4 @@
-"""Training data from torchvision: ImageFolder for the folders, transforms.v2 for the seed's
+"""Training data from torchvision: ImageFolder for the folders, transforms.v2 for the starter's
 augmentations. Validation uses preprocess() unchanged, so what is validated is what is served.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from ..errors import DataError
 from ..model.preprocess import Preprocessing, preprocess, to_rgb
 
-ROTATION_DEGREES = 30  # the seed's RandomRotation(30)
+ROTATION_DEGREES = 30  # the starter's RandomRotation(30)
 
 
 
@@ -37,7 +37,7 @@ def is_image_file(path: str) -> bool:
 
 
 def augmentation(spec: Preprocessing) -> v2.Compose:
-    """The seed's training transform: RandomRotation(30), RandomResizedCrop(crop),
+    """The starter's training transform: RandomRotation(30), RandomResizedCrop(crop),
     RandomHorizontalFlip, then ToTensor + Normalize (v2's ToImage and ToDtype)."""
     return v2.Compose([
         v2.RandomRotation(ROTATION_DEGREES),

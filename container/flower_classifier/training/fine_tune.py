@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import UsageError
+from ..model.accuracy import validation_scores
 from ..model.architectures import LITE0
-from .arguments import UsageError
 from .data import ClassFolders
 
 TAIL_LR_SCALE = 0.1  # the unfrozen blocks learn at a tenth of the head's learning rate
@@ -154,14 +155,12 @@ class FineTuner:
             bar.set_postfix(loss=f"{loss_sum / count:.3f}")
         return loss_sum / count
 
-    def evaluate(self, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def validate(self, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Validation loss, top-1 and top-5 of the tuned tail and head on cached features."""
         self.head.eval()
         with torch.no_grad():
             log_probs = torch.cat([self.logits(chunk, False) for chunk in feats.split(64)])
-        top = log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices
-        hits = top == targets[:, None]
-        return {"valid_loss": float(nn.functional.nll_loss(log_probs, targets)),
-                "top1": float(hits[:, 0].float().mean()), "top5": float(hits.any(1).float().mean())}
+        return validation_scores(log_probs, targets)
 
     def keep_if_best(self, epoch: int, row: dict[str, float]) -> None:
         """Select on validation: highest top-1, then lowest loss."""

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..model.accuracy import validation_scores
 from ..model.architectures import (
     LITE0,
     attach_head,
@@ -27,6 +28,7 @@ from ..model.architectures import (
 from ..model.checkpoint import (
     CATEGORY_NAMES,
     CHECKPOINT,
+    FORMAT,
     build_head,
     describe_format,
     feature_adapter,
@@ -57,15 +59,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Model:
-    """Backbone (its head slot holding only the feature adapter, so it outputs features) plus
-    the new head, trained on those features."""
+class TrainingState:
+    """What a run trains and saves, not an nn.Module: the backbone (its head slot holding only
+    the feature adapter, so it outputs features), the new head trained on those features, its
+    optimizer and the epochs' history."""
 
     def __init__(self, args: argparse.Namespace, class_to_idx: dict[str, int]) -> None:
         self.epochs_done, self.history, checkpoint = 0, [], None
         if args.resume:
             checkpoint = read_checkpoint(args.resume)
-            if describe_format(checkpoint) != "flower-classifier":
+            if describe_format(checkpoint) != FORMAT:
                 raise UsageError(f"--resume {args.resume}: not a checkpoint written by train.py")
             self.arch, self.hidden = checkpoint["arch"], list(checkpoint["head"]["hidden_units"])
             for option, given, saved in (("arch", args.arch, self.arch),
@@ -125,7 +128,7 @@ class Model:
     def head_dims(self) -> list[int]:
         return linear_sizes(self.head)
 
-    def to(self, device: torch.device) -> Model:
+    def to(self, device: torch.device) -> TrainingState:
         self.backbone.to(device)
         self.head.to(device)
         return self
@@ -150,13 +153,13 @@ def loader(dataset: ClassFolders, args, shuffle: bool,
         persistent_workers=args.num_workers > 0 and shuffle)
 
 
-def features_of(model: Model, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def features_of(model: TrainingState, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Backbone features in no_grad; fp16 autocast on CUDA, float32 out."""
     with torch.no_grad(), torch.autocast(device.type, torch.float16, enabled=device.type == "cuda"):
         return model.backbone(images.to(device, non_blocking=True)).float()
 
 
-def extract(model: Model, batches, device: torch.device, desc: str):
+def extract(model: TrainingState, batches, device: torch.device, desc: str):
     feats, targets = [], []
     for images, target in tqdm(batches, desc=desc, unit="batch", leave=False, file=sys.stderr):
         feats.append(features_of(model, images, device))
@@ -164,18 +167,16 @@ def extract(model: Model, batches, device: torch.device, desc: str):
     return torch.cat(feats), torch.cat(targets)
 
 
-def evaluate(head: nn.Module, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+def validate(head: nn.Module, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """Validation loss (NLL), top-1 and top-5 accuracy of the head on cached features."""
     head.eval()
     with torch.no_grad():
         log_probs = torch.cat([head(chunk) for chunk in feats.split(1024)])
-    top = log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices
-    hits = top == targets[:, None]
-    return {"valid_loss": float(nn.functional.nll_loss(log_probs, targets)),
-            "top1": float(hits[:, 0].float().mean()), "top5": float(hits.any(1).float().mean())}
+    return validation_scores(log_probs, targets)
 
 
-def train_epoch(model: Model, batches, total: int, device: torch.device, desc: str) -> float:
+def train_epoch(model: TrainingState, batches, total: int, device: torch.device,
+                desc: str) -> float:
     """One pass of Adam + NLLLoss over (features or images, targets) batches; mean loss."""
     model.head.train()
     criterion, loss_sum, count = nn.NLLLoss(), 0.0, 0
@@ -225,7 +226,7 @@ def report(desc: str, row: dict) -> None:
           f"top-1 {100 * row['top1']:.1f}%, top-5 {100 * row['top5']:.1f}%", flush=True)
 
 
-def train_head(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
+def train_head(model: TrainingState, train_set: ClassFolders, valid_set: ClassFolders,
                args: argparse.Namespace, device: torch.device, shuffle: torch.Generator) -> dict:
     """The head alone on the frozen backbone's features (cached once with --no_augment); the
     last epoch is kept, with the optimizer state for --resume."""
@@ -239,14 +240,14 @@ def train_head(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
         desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
         batches = cached_batches(*train, args.batch_size, shuffle) if args.no_augment else images
         train_loss = train_epoch(model, batches, steps, device, desc)
-        row = {"epoch": epoch, "train_loss": train_loss, **evaluate(model.head, *valid)}
+        row = {"epoch": epoch, "train_loss": train_loss, **validate(model.head, *valid)}
         model.history.append(row)
         report(desc, row)
     return {"optimizer": model.optimizer.state_dict(),
             "learning_rate": model.optimizer.param_groups[0]["lr"]}
 
 
-def fine_tune(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
+def fine_tune(model: TrainingState, train_set: ClassFolders, valid_set: ClassFolders,
               args: argparse.Namespace, shuffle: torch.Generator) -> dict:
     """--train_blocks N: the frozen blocks run once per cached view (--views augmented passes
     over the photos); then each epoch trains the last N blocks and the head on one random view
@@ -267,7 +268,7 @@ def fine_tune(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
     tuner = FineTuner(tail, model.head, args, -(-len(targets) // args.batch_size))
     if not model.epochs_done:
         probe_loss = tuner.probe(cache, targets, shuffle)
-        row = tuner.evaluate(valid[0][0], valid[1])
+        row = tuner.validate(valid[0][0], valid[1])
         print(f"linear probe: train loss {probe_loss:.4f}, validation loss "
               f"{row['valid_loss']:.4f}, top-1 {100 * row['top1']:.1f}%, top-5 "
               f"{100 * row['top5']:.1f}%", flush=True)
@@ -275,7 +276,7 @@ def fine_tune(model: Model, train_set: ClassFolders, valid_set: ClassFolders,
     for epoch in range(model.epochs_done + 1, model.epochs_done + args.epochs + 1):
         desc = f"epoch {epoch}/{model.epochs_done + args.epochs}"
         train_loss = tuner.epoch(cache, targets, args.batch_size, shuffle, desc)
-        row = {"epoch": epoch, "train_loss": train_loss, **tuner.evaluate(valid[0][0], valid[1])}
+        row = {"epoch": epoch, "train_loss": train_loss, **tuner.validate(valid[0][0], valid[1])}
         model.history.append(row)
         tuner.keep_if_best(epoch, row)
         report(desc, row)
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> Path:
     class_to_idx = ClassFolders(train_dir, Preprocessing(), False).class_to_idx
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    model = Model(args, class_to_idx).to(device)
+    model = TrainingState(args, class_to_idx).to(device)
     spec = model.preprocessing
     train_set = ClassFolders(train_dir, spec, not args.no_augment, class_to_idx)
     valid_set = ClassFolders(valid_dir, spec, False, class_to_idx)
