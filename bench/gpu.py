@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-from run import ROOT, Load, load_level, model_dir_for, percentile, photos  # sets sys.path
+from measure import percentile
+from run import ROOT, Load, load_level, model_dir_for, photos
 
 from flower_classifier.model.checkpoint import load_classifier
 from flower_classifier.model.predictor import Predictor

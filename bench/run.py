@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
+from measure import percentile, server_processes, tree_rss  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from flower_classifier.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
@@ -43,11 +43,6 @@ def photos(limit: int) -> list[Path]:
     found = sorted(SHARED_VALID.glob("*/*.jpg")) or sorted(
         (ROOT / "local_test" / "payloads").glob("*.*"))
     return found[:limit]
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def model_dir_for(arch: str, work: Path) -> Path:
@@ -180,12 +175,6 @@ def reference_rss(model_dir: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def server_processes(pid: int) -> list[psutil.Process]:
-    """The gunicorn master `pid` and its workers."""
-    process = psutil.Process(pid)
-    return [process, *process.children(recursive=True)]
-
-
 def server_cpu(pid: int) -> dict[str, float]:
     """CPU seconds the server's threads have used, by role: "forward" for the batcher lanes
     (named batcher-N in the OS, as are the OpenMP threads they start), "other" for the rest:
@@ -202,8 +191,9 @@ def server_cpu(pid: int) -> dict[str, float]:
     return roles
 
 
-def tree_rss(pid: int) -> float:
-    return sum(p.memory_info().rss for p in server_processes(pid)) / 2**20
+def server_rss_mib(pid: int) -> float:
+    """Resident memory of the server, master and workers (MiB)."""
+    return tree_rss(pid)[0] / 2**20
 
 
 class Client:
@@ -284,7 +274,7 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
     bodies = [path.read_bytes() for path in files]
     with ServerProcess(model_dir) as server:
         cold_start = server.wait_ready(timeout=300)
-        idle_rss = tree_rss(server.process.pid)
+        idle_rss = server_rss_mib(server.process.pid)
         results = []
         for level in levels:
             load, probes = Load(), [probe()]
@@ -303,7 +293,7 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
                 "raw_images_per_s": statistics.mean(p["raw"] for p in probes),
                 "baseline_images_per_s": statistics.mean(p["baseline"] for p in probes),
                 **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes))})
-        loaded_rss = tree_rss(server.process.pid)
+        loaded_rss = server_rss_mib(server.process.pid)
     return {"cold_start_s": cold_start, "rss_idle_mib": idle_rss, "rss_loaded_mib": loaded_rss,
             "levels": results}
 

@@ -20,8 +20,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import requests
+from measure import percentile, tree_rss
+
+from flower_classifier.model.images import IMAGE_TYPES, is_image_name
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
@@ -34,8 +36,8 @@ PING_LIMIT_S = 2.0
 def load_requests(limit_bytes: int) -> tuple[list[dict], list[dict]]:
     """(good photo requests, corpus requests) as dicts: name, body, headers, expected, chunked."""
     good = [{"name": f"photo:{p.name}", "body": p.read_bytes(), "expected": 200, "chunked": False,
-             "headers": {"Content-Type": "image/png" if p.suffix == ".png" else "image/jpeg"}}
-            for p in sorted(PHOTOS.iterdir()) if p.suffix in (".jpg", ".png")]
+             "headers": {"Content-Type": IMAGE_TYPES[p.suffix.lower()]}}
+            for p in sorted(PHOTOS.iterdir()) if is_image_name(p)]
     hostile = []
     for case in json.loads((CORPUS / "manifest.json").read_text())["cases"]:
         headers = dict(case.get("headers") or {})
@@ -60,26 +62,6 @@ def generated(case: dict, limit: int) -> bytes:
         return image + b"\0" * (limit + case["offset"] - len(image))
     head, tail = b'{"instances": [{"b64": "', b'"}]}'
     return head + b"A" * (limit + case["offset"] - len(head) - len(tail)) + tail
-
-
-def tree_rss(pid: int) -> tuple[int, set[int]]:
-    """Resident bytes of a process and all its descendants, and the descendants' PIDs."""
-    parent = psutil.Process(pid)
-    processes = [parent] + parent.children(recursive=True)
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total, {p.pid for p in processes[1:]}
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: float,

@@ -12,6 +12,7 @@ from PIL import Image
 
 from flower_classifier.model.predictor import TOP1_TOLERANCE, Predictor
 from flower_classifier.model.preprocess import Preprocessing, preprocess
+from helpers.aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401 (registers them)
 from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint
 from helpers.serving import ServerProcess
 

@@ -15,11 +15,9 @@ import tarfile
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode, and tests/conftest.py).
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     REPO,
-    aws_env_fixture,
     load_client,
-    moto_server_fixture,
 )
 from helpers.sample_data import opened, phone_photo
 from helpers.serving import RuntimeProxy

@@ -13,13 +13,11 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )

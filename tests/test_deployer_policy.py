@@ -12,14 +12,12 @@ import shutil
 
 import pytest
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     readme_deploy_block,
     run_readme_deploy,

@@ -11,13 +11,11 @@ import shutil
 
 import pytest
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_readme_deploy,
     run_script,

@@ -11,11 +11,9 @@ import warnings
 
 import pytest
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     run_script,
 )
 

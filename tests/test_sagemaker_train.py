@@ -15,14 +15,12 @@ import sys
 
 import pytest
 
-from helpers.aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )

@@ -7,8 +7,13 @@ import tarfile
 from pathlib import Path
 
 from ..errors import ModelLoadError, WeightsError
-from ..model.checkpoint import CATEGORY_NAMES, CHECKPOINT, read_category_names
-from ..model.inspection import inspect, resolve
+from ..model.checkpoint import (
+    CATEGORY_NAMES,
+    CHECKPOINT,
+    read_category_names,
+    resolve_checkpoint,
+)
+from ..model.inspection import inspect
 from ..model.weights import fetch_weights_file
 
 
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "to the archive (downloaded, or from the torch hub cache)"))
     args = parser.parse_args(argv)
     try:
-        checkpoint = resolve(args.model)
+        checkpoint = resolve_checkpoint(args.model)
     except ModelLoadError as error:
         print(f"package_model.py: error: {error}", file=sys.stderr)
         return 2

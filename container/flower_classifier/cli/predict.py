@@ -13,11 +13,11 @@ import torch
 from ..errors import ModelLoadError, ServingError, UsageError
 from ..model.checkpoint import (
     CATEGORY_NAMES,
-    CHECKPOINT,
     Classifier,
     classifier_from_checkpoint,
     read_category_names,
     read_checkpoint,
+    resolve_checkpoint,
 )
 from ..model.images import decode_image
 from ..model.predictor import Predictor
@@ -46,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load(checkpoint: str, category_names: str | None) -> Classifier:
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT
+    path = resolve_checkpoint(checkpoint)
     classifier = classifier_from_checkpoint(read_checkpoint(path))
     names = Path(category_names) if category_names else path.parent / CATEGORY_NAMES
     if category_names and not names.is_file():

@@ -9,19 +9,18 @@ from pathlib import Path
 import torch
 
 from ..errors import BadRequest
-from .images import decode_image
+from .images import decode_image, is_image_name
 from .preprocess import Preprocessing, preprocess
 
 log = logging.getLogger(__name__)
 MODEL_SUBDIR = "calibration"
-SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_PHOTOS = 16
 
 
 def find_photos(model_dir: str | Path, fallback_dir: str | Path) -> list[Path]:
     """Up to MAX_PHOTOS image files: the model's own calibration/ folder first, else fallback."""
     for folder in (Path(model_dir) / MODEL_SUBDIR, Path(fallback_dir)):
-        found = sorted(p for p in folder.glob("*") if p.suffix.lower() in SUFFIXES)
+        found = sorted(p for p in folder.glob("*") if is_image_name(p))
         if found:
             return found[:MAX_PHOTOS]
     return []

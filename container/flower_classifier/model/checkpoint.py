@@ -292,6 +292,13 @@ def find_checkpoint(model_dir: Path) -> Path:
     return found[0]
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as it is, or the one checkpoint in a model directory: the one place
+    "a model directory or a checkpoint file" is decided (inspect, package and predict)."""
+    path = Path(path)
+    return find_checkpoint(path) if path.is_dir() else path
+
+
 def load_classifier(model_dir: str | os.PathLike,
                     category_names: str | os.PathLike | None = None) -> Classifier:
     """Load the checkpoint (+ cat_to_name.json) from a SageMaker model directory."""

@@ -5,6 +5,7 @@ what was wrong, never another exception.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -16,6 +17,18 @@ from .preprocess import to_rgb
 Image.init()  # register every plugin now, so open(formats=...) never meets an unknown one
 FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO") if f in Image.OPEN)
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked before any pixel is decoded
+# The file names of those formats, with their media types: the one list of image files that
+# calibration, training data and the benchmarks take (training once took .ppm, which serving
+# refuses).
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+               ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp",
+               ".tif": "image/tiff", ".tiff": "image/tiff"}
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """An image file by its name: one of IMAGE_TYPES, and not hidden (macOS's ._photo.jpg)."""
+    name = os.path.basename(path)
+    return os.path.splitext(name)[1].lower() in IMAGE_TYPES and not name.startswith(".")
 
 
 def decode_image(data: bytes, max_pixels: int, where: str = "body") -> Image.Image:

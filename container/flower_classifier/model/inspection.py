@@ -20,8 +20,8 @@ from .checkpoint import (
     FORMAT_VERSION,
     Classifier,
     classifier_from_checkpoint,
-    find_checkpoint,
     read_checkpoint,
+    resolve_checkpoint,
 )
 from .formats import NotServable, migrate
 from .heads import SelectOutputs
@@ -91,15 +91,9 @@ def captured():
         log.propagate = propagate
 
 
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the one checkpoint in a model directory."""
-    path = Path(path)
-    return find_checkpoint(path) if path.is_dir() else path
-
-
 def inspect(path: str | os.PathLike) -> Report:
     """Everything the loader finds in `path`, and the reason it would refuse it, if any."""
-    path = resolve(path)
+    path = resolve_checkpoint(path)
     report = Report(path)
     try:
         data = read_checkpoint(path)

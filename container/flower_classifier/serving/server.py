@@ -3,7 +3,6 @@ The worker loads and warms the model before it accepts a request; a bad model ex
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
@@ -14,8 +13,8 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from ..environment import GRACEFUL_TIMEOUT_S, ConfigError, Environment, cpu_count
+from .memory import trim_heap, tune_malloc
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 log = logging.getLogger("flower_classifier")
 GIL_SWITCH_S = 0.001  # a /ping waits for the GIL behind decoders and lanes: hand it over sooner
 WORKER_BOOT_ERROR = 3  # gunicorn halts the whole server when a worker exits with this code
@@ -58,10 +57,10 @@ def load_model(env: Environment, slot: int = 0):
         log.info("no NVIDIA GPU is visible: serving on the CPU (this torch is a CUDA %s build)",
                  torch.version.cuda)
     started = time.perf_counter()
-    _tune_malloc(serving=False)
+    tune_malloc(serving=False)
     classifier = load_classifier(env.model_dir)
     predictor = Predictor(classifier, device, choose_precision(env.precision, device))
-    _tune_malloc(serving=True)  # the fp32 weights are mappings of their own: freed, they go back
+    tune_malloc(serving=True)  # the fp32 weights are mappings of their own: freed, they go back
     photos = find_photos(env.model_dir, env.calibration_dir)
     log.info("%d calibration photos from %s", len(photos),
              photos[0].parent if photos else f"nowhere ({env.calibration_dir} has none)")
@@ -74,7 +73,7 @@ def load_model(env: Environment, slot: int = 0):
                                            precision_candidates("auto", device), str(device)))
     warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
                                                 env.max_image_pixels), cache)
-    _trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
+    trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
@@ -114,34 +113,6 @@ def build_app(env: Environment):
     gate = CpuGate(cpu_count(), exclusive=kind == "cpu" and lanes == 1)
     batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate, lanes, torch_threads)
     return create_app(Handler(classifier, batcher, env), env)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None  # not glibc: nothing to tune
-
-
-def _tune_malloc(serving: bool) -> None:
-    """glibc malloc, in two phases. Loading: every big buffer is its own mapping, so the fp32
-    weights and warm-up tensors that loading frees go back to the OS. Serving: buffers up to
-    32 MiB (activations, decoded photos) are reused from the heap, because a fresh mapping
-    per activation costs a page fault per 4 KiB on every forward (measured: half the int8
-    throughput). One arena in both, not one per request thread: after load at concurrency 16,
-    the server held 35 MiB less than with two, at the same throughput."""
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, 1)
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20 if serving else 256 << 10)
-        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20 if serving else 16 << 20)
-
-
-def _trim_heap() -> None:
-    """Give the heap's free pages back to the OS, once."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 WORKER_SLOT = 0  # this worker's slot, set after fork: worker N uses GPU N
@@ -218,5 +189,5 @@ def main() -> None:
         log.error("invalid configuration: %s", error)
         sys.exit(2)
     configure_logging(env.log_level)
-    _tune_malloc(serving=False)
+    tune_malloc(serving=False)
     Server(env).run()

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
 from ..errors import DataError
+from ..model.images import IMAGE_TYPES, is_image_name
 from ..model.preprocess import Preprocessing, preprocess, to_rgb
 
 ROTATION_DEGREES = 30  # the starter's RandomRotation(30)
@@ -31,9 +31,8 @@ def load_rgb(path: str) -> Image.Image:
 
 
 def is_image_file(path: str) -> bool:
-    """torchvision's image extensions, and no hidden files (macOS's ._photo.jpg)."""
-    return has_file_allowed_extension(path, IMG_EXTENSIONS) and not os.path.basename(
-        path).startswith(".")
+    """The image files serving takes (IMAGE_TYPES), no hidden files (macOS's ._photo.jpg)."""
+    return is_image_name(path)
 
 
 def augmentation(spec: Preprocessing) -> v2.Compose:
@@ -63,7 +62,7 @@ class ClassFolders(datasets.ImageFolder):
                                  for f in files)]
             if empty:
                 raise DataError(f"class folder {empty[0]} is empty: it needs at least one image "
-                                f"({', '.join(IMG_EXTENSIONS)})") from None
+                                f"({', '.join(IMAGE_TYPES)})") from None
             raise DataError(f"{folder}: {error}; expected ImageFolder layout {folder}/<class "
                             f"id>/*.jpg with at least one image per class") from None
 
