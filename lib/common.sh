@@ -144,9 +144,15 @@ wait_for_job() {
 
 # describe_job KIND NAME QUERY: a field of describe-training-job (transform, tuning), as text.
 describe_job() {
-  local what=$1
-  [[ "$1" == tuning ]] && what=hyper-parameter-tuning
-  aws sagemaker "describe-$what-job" "--$what-job-name" "$2" --query "$3" --output text
+  case "$1" in
+    training) aws sagemaker describe-training-job --training-job-name "$2" \
+      --query "$3" --output text ;;
+    transform) aws sagemaker describe-transform-job --transform-job-name "$2" \
+      --query "$3" --output text ;;
+    tuning) aws sagemaker describe-hyper-parameter-tuning-job \
+      --hyper-parameter-tuning-job-name "$2" --query "$3" --output text ;;
+    *) die "describe_job: unknown job kind '$1'" ;;
+  esac
 }
 
 # job_completed KIND NAME: poll_until's FUNC for wait_for_job (sets POLL_STATUS).
