@@ -23,7 +23,8 @@ ARG TORCH_INDEX_URL=
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 
 # A venv works on both python:*-slim (/usr/local/bin/python3) and Debian's python3 (which
-# refuses system-wide pip installs); /opt/program holds serve and train, so both are on PATH.
+# refuses system-wide pip installs); /opt/program holds serve and train, so both are on PATH, and
+# the flower_classifier package (PYTHONPATH), with calibration/ beside it.
 ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH="/opt/program:/opt/venv/bin:${PATH}" \

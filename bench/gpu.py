@@ -1,5 +1,6 @@
-# The GPU check: raw fp16/bf16 forwards of resnet50 and vgg16 at batch 1-64, the served path
-# end to end at concurrency 1-64, and GPU memory; a table, results.json and a chart.
+"""The GPU check: raw fp16/bf16 forwards of resnet50 and vgg16 at batch 1-64, the served path
+end to end at concurrency 1-64, and GPU memory; a table, results.json and a chart.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,12 @@ import time
 from pathlib import Path
 
 import torch
-from run import ROOT, Load, load_level, model_dir_for, percentile, photos  # sets sys.path
+from measure import percentile
+from run import ROOT, Load, load_level, model_dir_for, photos
 
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
-from serving import ServerProcess
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
+from helpers.serving import ServerProcess
 
 GOAL = 0.70  # served resnet50 >= 70% of its best raw batched fp16 forward
 

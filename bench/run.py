@@ -1,5 +1,6 @@
-# The serving benchmark: the model's raw limit, the plain per-request baseline, the served figures.
-# One run, one machine: prints a table, writes results.json and a throughput/latency chart.
+"""The serving benchmark: the model's raw limit, the plain per-request baseline, the served figures.
+One run, one machine: prints a table, writes results.json and a throughput/latency chart.
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,22 +17,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "container"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
+from measure import percentile, server_processes, tree_rss  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
-from flower_serving.calibration import find_photos, load_photos, with_flips  # noqa: E402
-from flower_serving.checkpoint import load_classifier  # noqa: E402
-from flower_serving.device import select_device  # noqa: E402
-from flower_serving.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
-from flower_serving.precision import TORCH, Verdict, compare, fastest  # noqa: E402
-from flower_serving.predictor import MIXED, Predictor  # noqa: E402
-from flower_serving.preprocess import preprocess  # noqa: E402
-from flower_serving.server import load_model  # noqa: E402
-from serving import ServerProcess  # noqa: E402
+from flower_classifier.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
+from flower_classifier.model.calibration import find_photos, load_photos, with_flips  # noqa: E402
+from flower_classifier.model.checkpoint import load_classifier  # noqa: E402
+from flower_classifier.model.device import select_device  # noqa: E402
+from flower_classifier.model.precision import TORCH, Verdict, compare, fastest  # noqa: E402
+from flower_classifier.model.predictor import MIXED, Predictor  # noqa: E402
+from flower_classifier.model.preprocess import preprocess  # noqa: E402
+from flower_classifier.serving.server import load_model  # noqa: E402
+from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint  # noqa: E402
+from helpers.serving import ServerProcess  # noqa: E402
 
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_VALID = ROOT.parent / "shared" / "flowers" / "valid"
@@ -47,20 +48,15 @@ def photos(limit: int) -> list[Path]:
     return found[:limit]
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
 def model_dir_for(arch: str, work: Path) -> Path:
     if arch == "seed-vgg16":
-        return make_seed_checkpoint(work, NAMES)
+        return make_starter_checkpoint(work, NAMES)
     return make_project_checkpoint(work, NAMES, arch=arch, hidden_units=(512,))
 
 
 def make_confident(model_dir: Path, scale: float) -> None:
     """Multiply the head's output layer by `scale`: random weights answer near-uniformly, and
-    x100 gives a seed-format vgg16 a mean top-1 probability of about 0.7 on real photos, where
+    x100 gives a starter-format vgg16 a mean top-1 probability of about 0.7 on real photos, where
     full int8 moves answers (the precision policy's hard case)."""
     path = model_dir / "checkpoint.pth"
     data = torch.load(path, map_location="cpu", weights_only=True)
@@ -218,19 +214,15 @@ def reference_rss(model_dir: Path) -> float:
     request handlers and HTTP cost."""
     env, kind = Environment.from_env(), select_device().type
     batch = env.batch_size_for(kind) * env.lanes_for(kind)  # every lane's batch in flight
-    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'container')!r}, {str(ROOT / 'bench')!r}];"
-            "import psutil, run; from pathlib import Path;"
+    code = ("import psutil, run; from pathlib import Path;"
             f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
             "print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # this folder, for `import run`
+        [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def server_processes(pid: int) -> list[psutil.Process]:
-    """The gunicorn master `pid` and its workers."""
-    process = psutil.Process(pid)
-    return [process, *process.children(recursive=True)]
 
 
 def server_cpu(pid: int) -> dict[str, float]:
@@ -249,8 +241,9 @@ def server_cpu(pid: int) -> dict[str, float]:
     return roles
 
 
-def tree_rss(pid: int) -> float:
-    return sum(p.memory_info().rss for p in server_processes(pid)) / 2**20
+def server_rss_mib(pid: int) -> float:
+    """Resident memory of the server, master and workers (MiB)."""
+    return tree_rss(pid)[0] / 2**20
 
 
 class Client:
@@ -331,7 +324,7 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
     bodies = [path.read_bytes() for path in files]
     with ServerProcess(model_dir) as server:
         cold_start = server.wait_ready(timeout=300)
-        idle_rss = tree_rss(server.process.pid)
+        idle_rss = server_rss_mib(server.process.pid)
         results = []
         for level in levels:
             load, probes = Load(), [probe()]
@@ -352,7 +345,7 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
                 "best_keeping_images_per_s": statistics.mean(p["best_keeping"]
                                                              for p in probes),
                 **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes))})
-        loaded_rss = tree_rss(server.process.pid)
+        loaded_rss = server_rss_mib(server.process.pid)
     return {"cold_start_s": cold_start, "rss_idle_mib": idle_rss, "rss_loaded_mib": loaded_rss,
             "levels": results}
 
@@ -487,9 +480,10 @@ def targets(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__ or "serving benchmark")
+    parser = argparse.ArgumentParser(description="serving benchmark")
     parser.add_argument("--arch", default="seed-vgg16",
-                        help="seed-vgg16 (the Udacity seed's checkpoint) or an architecture name")
+                        help="seed-vgg16 (the Udacity starter's checkpoint) or an "
+                        "architecture name")
     parser.add_argument("--model-dir", type=Path, help="serve this model dir instead")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=20.0,

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-# Soak test: minutes of mixed good and hostile /invocations traffic at fixed concurrency, with
-# /ping probed throughout and the server's resident memory (master + workers) tracked.
-# Fails (exit 1) on any unexpected status, a /ping slower than 2 s or failing, a replaced
-# worker, or RSS growth of 10% or more after warm-up.
-#
-#   python bench/soak.py --minutes 5 --concurrency 16            # starts its own server
-#   python bench/soak.py --url http://127.0.0.1:8080 --pid 1234  # an already running one
+"""Soak test: minutes of mixed good and hostile /invocations traffic at fixed concurrency, with
+/ping probed throughout and the server's resident memory (master + workers) tracked.
+Fails (exit 1) on any unexpected status, a /ping slower than 2 s or failing, a replaced
+worker, or RSS growth of 10% or more after warm-up.
+
+  python bench/soak.py --minutes 5 --concurrency 16            # starts its own server
+  python bench/soak.py --url http://127.0.0.1:8080 --pid 1234  # an already running one
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import requests
+from measure import percentile, tree_rss
+
+from flower_classifier.model.images import IMAGE_TYPES, is_image_name
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "container"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 CORPUS = ROOT / "tests" / "corpus"
 PHOTOS = ROOT / "local_test" / "payloads"
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
@@ -33,8 +36,8 @@ PING_LIMIT_S = 2.0
 def load_requests(limit_bytes: int) -> tuple[list[dict], list[dict]]:
     """(good photo requests, corpus requests) as dicts: name, body, headers, expected, chunked."""
     good = [{"name": f"photo:{p.name}", "body": p.read_bytes(), "expected": 200, "chunked": False,
-             "headers": {"Content-Type": "image/png" if p.suffix == ".png" else "image/jpeg"}}
-            for p in sorted(PHOTOS.iterdir()) if p.suffix in (".jpg", ".png")]
+             "headers": {"Content-Type": IMAGE_TYPES[p.suffix.lower()]}}
+            for p in sorted(PHOTOS.iterdir()) if is_image_name(p)]
     hostile = []
     for case in json.loads((CORPUS / "manifest.json").read_text())["cases"]:
         headers = dict(case.get("headers") or {})
@@ -59,26 +62,6 @@ def generated(case: dict, limit: int) -> bytes:
         return image + b"\0" * (limit + case["offset"] - len(image))
     head, tail = b'{"instances": [{"b64": "', b'"}]}'
     return head + b"A" * (limit + case["offset"] - len(head) - len(tail)) + tail
-
-
-def tree_rss(pid: int) -> tuple[int, set[int]]:
-    """Resident bytes of a process and all its descendants, and the descendants' PIDs."""
-    parent = psutil.Process(pid)
-    processes = [parent] + parent.children(recursive=True)
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total, {p.pid for p in processes[1:]}
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: float,
@@ -205,7 +188,7 @@ def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__ or "soak test")
+    parser = argparse.ArgumentParser(description="soak test")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before RSS baseline")
@@ -235,11 +218,11 @@ def main() -> int:
     if args.url:
         summary = run(args.url.rstrip("/"), args.pid)
     else:
-        from serving import ServerProcess
+        from helpers.serving import ServerProcess
         with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
             model_dir = Path(args.model_dir) if args.model_dir else None
             if model_dir is None:
-                from checkpoints import make_project_checkpoint
+                from helpers.checkpoints import make_project_checkpoint
                 model_dir = make_project_checkpoint(Path(tmp), NAMES)
             env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": f"{args.payload_mb:g}"}
             for item in args.env:

@@ -118,17 +118,5 @@ log "starting transform job $JOB with model $MODEL"
 run aws sagemaker create-transform-job "${ARGS[@]}" >/dev/null
 if ((DRY_RUN)); then echo "$OUTPUT/"; exit 0; fi
 
-job_done() {
-  POLL_STATUS="$(aws sagemaker describe-transform-job --transform-job-name "$JOB" \
-    --query TransformJobStatus --output text)"
-  case "$POLL_STATUS" in
-    Completed) return 0 ;;
-    Failed | Stopped)
-      die "transform job $JOB $POLL_STATUS: $(aws sagemaker describe-transform-job \
-        --transform-job-name "$JOB" --query FailureReason --output text);" \
-        "logs: CloudWatch log group /aws/sagemaker/TransformJobs, stream $JOB/..." ;;
-  esac
-  return 1
-}
-poll_until "transform job $JOB" "$TIMEOUT" "$POLL" job_done
+wait_for_job transform "$JOB" "$TIMEOUT" "$POLL"
 echo "$OUTPUT/"

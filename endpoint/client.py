@@ -1,11 +1,14 @@
-# Python client for the flower classifier SageMaker endpoint: predict() for programmatic use
-# (boto3 with adaptive retries), a small command line, `python endpoint/client.py --help`, and
-# `client.py page`: the container's try-it page on localhost, calling the endpoint.
-"""Call the flower classifier endpoint with boto3."""
+"""Python client for the flower classifier SageMaker endpoint: predict() for programmatic use
+(boto3 with adaptive retries), a small command line, `python endpoint/client.py --help`, and
+`client.py page`: the container's try-it page on localhost, calling the endpoint.
+
+Call the flower classifier endpoint with boto3.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -22,6 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
 REPO = Path(__file__).resolve().parents[1]
+PAGE_MODULE = REPO / "container" / "flower_classifier" / "serving" / "page.py"
+# the sample photos: the image's calibration photos (a link to local_test/payloads)
+SAMPLE_PHOTOS = REPO / "container" / "calibration"
 SERVERLESS_PAYLOAD_LIMIT = 4 * 1024 * 1024  # ... and over 4 MB on a serverless endpoint
 ASYNC_PAYLOAD_LIMIT = 1024**3  # invoke_endpoint_async takes inputs up to 1 GB in S3
 RETRY_CONFIG = Config(
@@ -158,16 +164,23 @@ def forward(runtime: Any, endpoint_name: str, data: bytes, headers: Any) -> tupl
         return 502, error_json(f"InvokeEndpoint failed: {error}")
 
 
+def page_module():
+    """The container's page.py (standard library only), read from this checkout as a file: the
+    client needs neither torch nor the package installed."""
+    spec = importlib.util.spec_from_file_location("flower_page", PAGE_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
                runtime: Any = None) -> None:
-    """Serve the container's page (container/flower_serving/page.html) and its sample photos,
+    """Serve the container's page (flower_classifier/serving/page.html) and its sample photos,
     and send its /invocations calls to the endpoint with boto3, which signs them here: the
     browser sees the answers and never the credentials. Requests from other sites' pages (an
     Origin other than this server's) or under another host name (DNS rebinding) are refused:
     they would spend the endpoint's invocations with these credentials."""
-    sys.path.insert(0, str(REPO / "container"))
-    from flower_serving import page
-    from flower_serving.environment import DEFAULT_CALIBRATION_DIR
+    page = page_module()
 
     runtime = runtime or runtime_client()
     info = {"endpoint": endpoint_name, "region": runtime.meta.region_name}
@@ -180,7 +193,7 @@ def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",
             if self.refused():
                 return
             path = unquote(urlsplit(self.path).path)
-            status, content_type, body = page.answer(path, DEFAULT_CALIBRATION_DIR, info) or (
+            status, content_type, body = page.answer(path, str(SAMPLE_PHOTOS), info) or (
                 404, page.JSON, error_json("not found; this server answers GET / (the page) "
                                            "and POST /invocations"))
             self.reply(status, body, content_type)

@@ -136,6 +136,55 @@ poll_until() {
 
 # ---- SageMaker resources ----------------------------------------------------------------
 
+# wait_for_job KIND NAME TIMEOUT SECONDS: poll a SageMaker job (KIND: training, transform or
+# tuning) every SECONDS until it completes; a Failed or Stopped job dies with its reason.
+wait_for_job() {
+  poll_until "$1 job $2" "$3" "$4" job_completed "$1" "$2"
+}
+
+# describe_job KIND NAME QUERY: a field of describe-training-job (transform, tuning), as text.
+describe_job() {
+  case "$1" in
+    training) aws sagemaker describe-training-job --training-job-name "$2" \
+      --query "$3" --output text ;;
+    transform) aws sagemaker describe-transform-job --transform-job-name "$2" \
+      --query "$3" --output text ;;
+    tuning) aws sagemaker describe-hyper-parameter-tuning-job \
+      --hyper-parameter-tuning-job-name "$2" --query "$3" --output text ;;
+    *) die "describe_job: unknown job kind '$1'" ;;
+  esac
+}
+
+# job_completed KIND NAME: poll_until's FUNC for wait_for_job (sets POLL_STATUS).
+job_completed() {
+  local kind=$1 name=$2 status detail completed running failed logs
+  case "$kind" in
+    training)
+      read -r status detail <<<"$(describe_job training "$name" \
+        '[TrainingJobStatus,SecondaryStatus]')"
+      POLL_STATUS="$status ($detail)" logs=TrainingJobs ;;
+    transform)
+      status="$(describe_job transform "$name" TransformJobStatus)"
+      POLL_STATUS="$status" logs=TransformJobs ;;
+    tuning)
+      status="$(describe_job tuning "$name" HyperParameterTuningJobStatus)"
+      read -r completed running failed <<<"$(describe_job tuning "$name" \
+        '[TrainingJobStatusCounters.Completed,TrainingJobStatusCounters.InProgress,TrainingJobStatusCounters.NonRetryableError]')"
+      POLL_STATUS="$status ($completed completed, $running running, $failed failed)" logs="" ;;
+    *) die "job_completed: unknown job kind '$kind'" ;;
+  esac
+  case "$status" in
+    Completed) return 0 ;;
+    Failed | Stopped)
+      if [[ -n "$logs" ]]; then
+        die "$kind job $name $status: $(describe_job "$kind" "$name" FailureReason);" \
+          "logs: CloudWatch log group /aws/sagemaker/$logs, stream $name/..."
+      fi
+      die "$kind job $name $status: $(describe_job "$kind" "$name" FailureReason)" ;;
+  esac
+  return 1
+}
+
 # endpoint_field NAME QUERY: print a field of describe-endpoint; print nothing if NAME is absent.
 endpoint_field() {
   local out
@@ -175,7 +224,7 @@ content_type_of_names() {
 
 # ---- Training jobs (train/) ---------------------------------------------------------------
 
-# Metric definitions: regexes over the line container/flower_serving/training.py prints after
+# Metric definitions: regexes over the line container/flower_classifier/training/trainer.py prints after
 # each epoch, "epoch 3/10: train loss 0.4211, validation loss 0.3120, top-1 91.2%, top-5 98.9%".
 # shellcheck disable=SC2034  # read by train/sagemaker_train.sh and train/tune.sh
 TRAINING_METRICS='[{"Name":"train:loss","Regex":"epoch [0-9]+/[0-9]+: train loss ([0-9.]+)"},{"Name":"validation:loss","Regex":"validation loss ([0-9.]+)"},{"Name":"validation:accuracy","Regex":"top-1 ([0-9.]+)%"},{"Name":"validation:top5","Regex":"top-5 ([0-9.]+)%"}]'
@@ -197,12 +246,12 @@ input_channels() {
 }
 
 # hyperparameters_json K=V,...: a JSON object of strings; names are checked against the
-# container's own (flower_serving.sagemaker_training) before any job starts.
+# container's own (flower_classifier.training.sagemaker) before any job starts.
 hyperparameters_json() {
-  "${PYTHON:-python3}" - "$1" "$(dirname "${BASH_SOURCE[0]}")/../container" <<'PY'
+  PYTHONPATH="$(dirname "${BASH_SOURCE[0]}")/../container${PYTHONPATH:+:$PYTHONPATH}" \
+    "${PYTHON:-python3}" - "$1" <<'PY'
 import json, re, sys
-sys.path.insert(0, sys.argv[2])
-from flower_serving.sagemaker_training import ALLOWED, FLAGS
+from flower_classifier.training.sagemaker import ALLOWED, FLAGS
 values = {}
 for pair in (p for p in sys.argv[1].split(",") if p):
     key, sep, value = pair.partition("=")

@@ -48,7 +48,7 @@ fi
 
 # the server recognises the bundled demo by its SHA-256 (model_info.py); say so here too
 demo_sha=$(sed -n 's/^DEMO_CHECKPOINT_SHA256 = "\([0-9a-f]*\)"$/\1/p' \
-    "$root/container/flower_serving/model_info.py")
+    "$root/container/flower_classifier/serving/model_info.py")
 if [[ $(sha256sum "$test_dir/model/checkpoint.pth" | cut -d' ' -f1) == "$demo_sha" ]]; then
     echo "model: the bundled demo model (EfficientNet-Lite0; see README, The demo model)" >&2
 fi

@@ -1,9 +1,9 @@
-# Shared pytest fixtures: import paths, sample photos, checkpoints and a real `serve` process.
-# Servers are real gunicorn processes on loopback ports; nothing here is mocked.
+"""Shared pytest fixtures: sample photos, checkpoints and a real `serve` process.
+Servers are real gunicorn processes on loopback ports; nothing here is mocked.
+"""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -11,23 +11,31 @@ import pytest
 import torch
 from PIL import Image
 
+from flower_classifier.model.predictor import TOP1_TOLERANCE, Predictor
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from helpers.aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401 (registers them)
+from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint
+from helpers.serving import ServerProcess
+
 # Servers, scripts and load_model() here run the torch backend unless a test asks for another:
 # OpenVINO's conversion and NNCF's int8 check would add seconds to every one of the suite's
 # server starts. tests/test_openvino.py and the cpu image's test run INFERENCE_BACKEND=auto.
 os.environ.setdefault("INFERENCE_BACKEND", "torch")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "container"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from checkpoints import make_project_checkpoint, make_seed_checkpoint  # noqa: E402
-from flower_serving.predictor import TOP1_TOLERANCE, Predictor  # noqa: E402
-from flower_serving.preprocess import Preprocessing, preprocess  # noqa: E402
-from serving import ServerProcess  # noqa: E402
-
 PAYLOADS = ROOT / "local_test" / "payloads"
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CATEGORY_NAMES = DEMO_MODEL / "cat_to_name.json"
 SHARED_FLOWERS = ROOT.parent / "shared" / "flowers"
+
+
+AWS_FIXTURES = {"moto_server", "aws_env", "moto_url"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that talks to moto's server `aws`, so `-m "not aws"` leaves them out."""
+    for item in items:
+        if AWS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.aws)
 
 
 def photo_batch(paths, spec: Preprocessing = Preprocessing()) -> torch.Tensor:
@@ -65,9 +73,9 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def seed_model_dir(tmp_path_factory) -> Path:
-    """A vgg16 checkpoint in exactly the Udacity seed's format (random weights), 102 classes."""
-    return make_seed_checkpoint(tmp_path_factory.mktemp("seed_model"), CATEGORY_NAMES)
+def starter_model_dir(tmp_path_factory) -> Path:
+    """A vgg16 checkpoint in exactly the Udacity starter's format (random weights), 102 classes."""
+    return make_starter_checkpoint(tmp_path_factory.mktemp("seed_model"), CATEGORY_NAMES)
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +93,8 @@ def small_server(small_model_dir):
 
 
 @pytest.fixture(scope="session")
-def seed_server(seed_model_dir):
-    with ServerProcess(seed_model_dir) as server:
+def starter_server(starter_model_dir):
+    with ServerProcess(starter_model_dir) as server:
         server.wait_ready()
         yield server
 

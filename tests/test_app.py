@@ -1,5 +1,6 @@
-# The SageMaker HTTP contract, over real HTTP against a real `serve` process.
-# Covers /ping, /invocations (image and JSON), top_k, errors and /execution-parameters.
+"""The SageMaker HTTP contract, over real HTTP against a real `serve` process.
+Covers /ping, /invocations (image and JSON), top_k, errors and /execution-parameters.
+"""
 from __future__ import annotations
 
 import base64
@@ -15,7 +16,7 @@ from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 from PIL import Image
 
-from flower_serving.app import read_input
+from flower_classifier.serving.app import read_input
 
 
 def jpeg_bytes(size=(320, 240), color=(200, 30, 60)) -> bytes:

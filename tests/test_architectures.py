@@ -1,13 +1,15 @@
-# Tests architectures.py over torchvision's whole classification registry: each model is built
-# (on the meta device), its head slot found and a new head placed there, its preprocessing read.
-"""Every listed architecture: build, head slot, head placement, preprocessing, unknown names."""
+"""Tests architectures.py over torchvision's whole classification registry: each model is built
+(on the meta device), its head slot found and a new head placed there, its preprocessing read.
+
+Every listed architecture: build, head slot, head placement, preprocessing, unknown names.
+"""
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from flower_serving.architectures import (
+from flower_classifier.model.architectures import (
     LITE0,
     HeadSlot,
     UnknownArchitecture,
@@ -18,7 +20,7 @@ from flower_serving.architectures import (
     list_architectures,
     preprocessing_for,
 )
-from flower_serving.checkpoint import build_head, placed_head
+from flower_classifier.model.checkpoint import build_head, placed_head
 
 TORCHVISION = torchvision.models.list_models(module=torchvision.models)
 # regnet's builder computes its widths with tensors, which the meta device cannot read back:

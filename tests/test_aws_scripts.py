@@ -1,6 +1,8 @@
-# End-to-end tests of endpoint/*.sh run as a user would, against moto's HTTP server
-# (tests/aws_emulator.py), asserting through the AWS API what the scripts created.
-"""Tests for package_model.sh, deploy.sh, invoke.sh, autoscale.sh and delete.sh."""
+"""End-to-end tests of endpoint/*.sh run as a user would, against moto's HTTP server
+(tests/helpers/aws_emulator.py), asserting through the AWS API what the scripts created.
+
+Tests for package_model.sh, deploy.sh, invoke.sh, autoscale.sh and delete.sh.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +15,13 @@ import tarfile
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode, and tests/conftest.py).
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )
-from checkpoints import make_project_checkpoint
+from helpers.checkpoints import make_project_checkpoint
 
 SCRIPTS = [
     "iam/create_role.sh",

@@ -1,6 +1,8 @@
-# Batch Transform: endpoint/batch_transform.sh against moto's server (the request it sends, the
-# roles' policies on the job) and local_test/batch_transform.sh against the real `serve`.
-"""Tests for endpoint/batch_transform.sh and local_test/batch_transform.sh."""
+"""Batch Transform: endpoint/batch_transform.sh against moto's server (the request it sends, the
+roles' policies on the job) and local_test/batch_transform.sh against the real `serve`.
+
+Tests for endpoint/batch_transform.sh and local_test/batch_transform.sh.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +12,19 @@ import subprocess
 
 import pytest
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )
-from aws_requests import parse_recording, to_requests
-from iam_policy import denied
-from sagemaker_requests import transform
-from serving import ServerProcess
+from helpers.aws_requests import parse_recording, to_requests
+from helpers.iam_policy import denied
+from helpers.sagemaker_requests import transform
+from helpers.serving import ServerProcess
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
 PAYLOADS = REPO / "local_test" / "payloads"

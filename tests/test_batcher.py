@@ -1,5 +1,6 @@
-# Dynamic batching: concurrent submits become one true batched forward, answers stay in order.
-# Uses a real (small) model through the real Predictor; no mocks.
+"""Dynamic batching: concurrent submits become one true batched forward, answers stay in order.
+Uses a real (small) model through the real Predictor; no mocks.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,9 +9,9 @@ from pathlib import Path
 import torch
 
 from conftest import CountingPredictor
-from flower_serving.batcher import Batcher
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.serving.batcher import Batcher
 
 
 def make(small_model_dir, max_batch=8, delay_ms=50.0):
@@ -78,13 +79,13 @@ class MeetingPredictor(Predictor):
 
 def test_lanes_run_forwards_side_by_side_on_their_own_threads(small_model_dir):
     predictor = MeetingPredictor(load_classifier(small_model_dir), torch.device("cpu"), "fp32")
-    batcher = Batcher(predictor, max_batch=2, max_delay_ms=20, lanes=2, threads=1)
+    batcher = Batcher(predictor, max_batch=2, max_delay_ms=20, lanes=2, torch_threads=1)
     inputs = [torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(i))
               for i in range(4)]
     futures = [batcher.submit(x) for x in inputs]
     results = [f.result(timeout=60) for f in futures]
     assert predictor.threads == [1, 1, 1, 1] and batcher.batches == 4 and batcher.images == 8
-    assert len({thread.name for thread in batcher._threads}) == 2
+    assert len({thread.name for thread in batcher._lane_threads}) == 2
     for x, result in zip(inputs, results, strict=True):
         assert torch.allclose(result, Predictor.forward(predictor, x), atol=1e-5)
 
@@ -92,7 +93,7 @@ def test_lanes_run_forwards_side_by_side_on_their_own_threads(small_model_dir):
 def test_a_lone_request_gets_every_lanes_threads(small_model_dir):
     predictor = MeetingPredictor(load_classifier(small_model_dir), torch.device("cpu"), "fp32",
                                  parties=1)
-    batcher = Batcher(predictor, max_batch=2, max_delay_ms=0, lanes=2, threads=1)
+    batcher = Batcher(predictor, max_batch=2, max_delay_ms=0, lanes=2, torch_threads=1)
     for seed in range(3):
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
         assert batcher.submit(x).result(timeout=60).shape == (1, 102)
@@ -105,5 +106,5 @@ def test_lane_threads_carry_their_names_in_the_os(small_model_dir):
     predictor.release.set()
     batcher.submit(torch.randn(1, 3, 224, 224)).result(timeout=60)  # the lanes are running
     names = {Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
-             for thread in batcher._threads}
+             for thread in batcher._lane_threads}
     assert names == {"batcher-0"}

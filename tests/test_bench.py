@@ -1,5 +1,6 @@
-# The benchmark's documented command, end to end on a small model: a real server under real load.
-# It checks what the run reports and writes, never how fast anything was.
+"""The benchmark's documented command, end to end on a small model: a real server under real load.
+It checks what the run reports and writes, never how fast anything was.
+"""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,8 @@
-# build_and_push.sh end to end: ECR API answered by a local moto server (AWS_ENDPOINT_URL),
-# images pushed to a local docker-registry (ECR_REGISTRY); plus its error paths and --help.
-"""Tests of build_and_push.sh against moto + a local registry (needs a Docker engine)."""
+"""build_and_push.sh end to end: ECR API answered by a local moto server (AWS_ENDPOINT_URL),
+images pushed to a local docker-registry (ECR_REGISTRY); plus its error paths and --help.
+
+Tests of build_and_push.sh against moto + a local registry (needs a Docker engine).
+"""
 
 import json
 import os
@@ -14,7 +16,7 @@ import time
 import boto3
 import pytest
 
-from docker_env import (
+from helpers.docker_env import (
     REPO,
     build_args_env,
     build_image,
@@ -122,6 +124,7 @@ def test_missing_docker_is_clear(tmp_path):
     assert proc.returncode != 0 and "error: docker not found" in proc.stderr
 
 
+@pytest.mark.docker
 def test_missing_aws_cli_is_clear(tmp_path):
     require_docker()
     proc = run(
@@ -132,12 +135,16 @@ def test_missing_aws_cli_is_clear(tmp_path):
     assert proc.returncode != 0 and "error: AWS CLI not found" in proc.stderr
 
 
+@pytest.mark.docker
+@pytest.mark.aws
 def test_missing_credentials_is_clear(env):
     env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     proc = run([SCRIPT, REPO_NAME, "t1"], check=False, env=env, timeout=120)
     assert proc.returncode != 0 and "error: no usable AWS credentials" in proc.stderr
 
 
+@pytest.mark.docker
+@pytest.mark.aws
 def test_build_and_push_to_local_registry(env, registry, moto_url):
     build_image()  # warm the layer cache with the same build args: the script's build is seconds
     expected = f"{registry}/{REPO_NAME}:t1"
@@ -175,11 +182,14 @@ def test_build_and_push_to_local_registry(env, registry, moto_url):
             subprocess.run(["docker", "rmi", tag], capture_output=True, timeout=60)
 
 
+@pytest.mark.docker
+@pytest.mark.aws
 def test_latest_is_not_an_immutable_tag(env):
     proc = run([SCRIPT, REPO_NAME, "latest"], check=False, env=env)
     assert proc.returncode != 0 and "error: TAG must be immutable" in proc.stderr
 
 
+@pytest.mark.docker
 def test_no_push_builds_locally_without_aws(tmp_path):
     build_image()
     env = {

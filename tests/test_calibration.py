@@ -1,5 +1,6 @@
-# Calibration photos: the model's own calibration/ folder wins, the image's photos are the
-# fallback, unreadable files are skipped by name, and mirrors give inputs never calibrated on.
+"""Calibration photos: the model's own calibration/ folder wins, the image's photos are the
+fallback, unreadable files are skipped by name, and mirrors give inputs never calibrated on.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,9 +8,9 @@ import shutil
 
 import torch
 
-from flower_serving.calibration import MAX_PHOTOS, find_photos, load_photos, with_flips
-from flower_serving.environment import Environment
-from flower_serving.preprocess import Preprocessing
+from flower_classifier.environment import Environment
+from flower_classifier.model.calibration import MAX_PHOTOS, find_photos, load_photos, with_flips
+from flower_classifier.model.preprocess import Preprocessing
 
 
 def test_default_dir_holds_the_sample_photos(photos):

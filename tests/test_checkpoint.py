@@ -1,5 +1,6 @@
-# Loading every accepted checkpoint format, and refusing what cannot be rebuilt exactly.
-# The seed format is checked end to end: served probabilities equal torchvision's own model.
+"""Loading every accepted checkpoint format, and refusing what cannot be rebuilt exactly.
+The starter format is checked end to end: served probabilities equal torchvision's own model.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -9,23 +10,23 @@ import torch
 import torchvision
 from PIL import Image
 
-from checkpoints import make_project_checkpoint, make_variant_checkpoint
 from conftest import CATEGORY_NAMES
-from flower_serving.checkpoint import (
+from flower_classifier.model.checkpoint import (
     Classifier,
     ModelLoadError,
     classifier_from_checkpoint,
     load_classifier,
     read_checkpoint,
 )
-from flower_serving.device import cpu_has_amx, cpu_has_vnni
-from flower_serving.predictor import TOP1_TOLERANCE
-from flower_serving.preprocess import preprocess
-from serving import ServerProcess
+from flower_classifier.model.device import cpu_has_amx, cpu_has_vnni
+from flower_classifier.model.predictor import TOP1_TOLERANCE
+from flower_classifier.model.preprocess import preprocess
+from helpers.checkpoints import make_project_checkpoint, make_variant_checkpoint
+from helpers.serving import ServerProcess
 
 
-def reference_seed_model(checkpoint_path):
-    """The seed's own rebuild: torchvision vgg16 + its classifier, exactly as predict.py did."""
+def reference_starter_model(checkpoint_path):
+    """The starter's own rebuild: torchvision vgg16 + its classifier, exactly as predict.py did."""
     data = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     model = torchvision.models.vgg16()
     model.classifier = torch.nn.Sequential(OrderedDict([
@@ -40,15 +41,15 @@ def reference_seed_model(checkpoint_path):
 
 
 def torchvision_answers(model_dir, photos):
-    model, transform, idx_to_class = reference_seed_model(model_dir / "checkpoint.pth")
+    model, transform, idx_to_class = reference_starter_model(model_dir / "checkpoint.pth")
     with torch.no_grad():
         batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in photos])
         return torch.exp(model(batch)), idx_to_class
 
 
-def test_served_seed_probabilities_equal_torchvision_forward(seed_model_dir, photos):
-    expected, idx_to_class = torchvision_answers(seed_model_dir, photos[:4])
-    with ServerProcess(seed_model_dir, {"INFERENCE_PRECISION": "fp32"}) as server:
+def test_served_seed_probabilities_equal_torchvision_forward(starter_model_dir, photos):
+    expected, idx_to_class = torchvision_answers(starter_model_dir, photos[:4])
+    with ServerProcess(starter_model_dir, {"INFERENCE_PRECISION": "fp32"}) as server:
         server.wait_ready()
         for path, probs in zip(photos, expected, strict=False):
             top = torch.topk(probs, 5)
@@ -58,20 +59,20 @@ def test_served_seed_probabilities_equal_torchvision_forward(seed_model_dir, pho
                 assert p["probability"] == pytest.approx(value, abs=1e-4)
 
 
-def test_served_seed_default_precision_keeps_torchvision_answers(seed_server, seed_model_dir,
+def test_served_seed_default_precision_keeps_torchvision_answers(starter_server, starter_model_dir,
                                                                  photos):
     # The default (auto: int8 on VNNI CPUs, bf16 on AMX) must keep fp32's top-1 within 0.02.
-    expected, idx_to_class = torchvision_answers(seed_model_dir, photos)
+    expected, idx_to_class = torchvision_answers(starter_model_dir, photos)
     for path, probs in zip(photos, expected, strict=True):
-        served = seed_server.post(path.read_bytes(), "image/jpeg").json()["predictions"][0]
+        served = starter_server.post(path.read_bytes(), "image/jpeg").json()["predictions"][0]
         assert served["class"] == idx_to_class[int(probs.argmax())]
         assert served["probability"] == pytest.approx(float(probs.max()), abs=TOP1_TOLERANCE)
     expected = ("int8",) if cpu_has_vnni() and not cpu_has_amx() else ("bf16", "fp32")
-    assert any(f"precision {p};" in seed_server.log for p in expected)
+    assert any(f"precision {p};" in starter_server.log for p in expected)
 
 
-def test_seed_checkpoint_loads_as_vgg16(seed_model_dir):
-    classifier = load_classifier(seed_model_dir)
+def test_seed_checkpoint_loads_as_vgg16(starter_model_dir):
+    classifier = load_classifier(starter_model_dir)
     assert classifier.arch == "vgg16" and classifier.source_format == "udacity-seed"
     assert len(classifier.classes) == 102 and classifier.label("1") == "pink primrose"
 

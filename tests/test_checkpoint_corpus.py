@@ -1,16 +1,17 @@
-# Every layout of tests/checkpoint_corpus.py served end to end: the top-5 classes and their
-# probabilities equal its author's own torchvision loader's, on the sample flower photos.
+"""Every layout of tests/helpers/checkpoint_corpus.py served end to end: the top-5 classes and their
+probabilities equal its author's own torchvision loader's, on the sample flower photos.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
-from checkpoint_corpus import FORMATS, NAMES, backbone_file, resnet_head_only_ref
 from PIL import Image
 
 from conftest import photo_batch
-from flower_serving.checkpoint import load_classifier
-from flower_serving.predictor import Predictor
-from serving import ServerProcess
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
+from helpers.checkpoint_corpus import FORMATS, NAMES, backbone_file, resnet_head_only_ref
+from helpers.serving import ServerProcess
 
 BY_NAME = {f.name: f for f in FORMATS}
 SERVED = ["densenet_named", "mobilenet_v3_whole", "resnet_head_only"]  # through `serve`
@@ -69,7 +70,7 @@ def test_each_format_serves_its_authors_answers(name, corpus, hub_cache, photos,
                                                 caplog):
     monkeypatch.setenv("TORCH_HOME", str(hub_cache))
     folder = corpus(name)
-    caplog.set_level("INFO", logger="flower_serving")
+    caplog.set_level("INFO", logger="flower_classifier")
     classifier = load_classifier(folder)
     assert classifier.arch == BY_NAME[name].arch
     assert "found from the weights" in caplog.text or "only the head" in caplog.text

@@ -1,10 +1,11 @@
-# Tests of endpoint/client.py: against moto's sagemaker-runtime (canned responses), and against
-# the real server behind SageMaker's invoke path (RuntimeProxy) for max_side's real answers.
-"""Python client tests."""
+"""Tests of endpoint/client.py: against moto's sagemaker-runtime (canned responses), and against
+the real server behind SageMaker's invoke path (RuntimeProxy) for max_side's real answers.
+
+Python client tests.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -16,13 +17,12 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     REPO,
-    aws_env_fixture,
-    moto_server_fixture,
+    load_client,
 )
-from sample_data import opened, phone_photo
-from serving import RuntimeProxy
+from helpers.sample_data import opened, phone_photo
+from helpers.serving import RuntimeProxy
 
 # Any resampling of these noisy phone-sized photos (the server's own Resize from 3000 px against
 # Lanczos to 1024 px, then the server's) moved the demo model's top-1 probability by up to 0.03,
@@ -31,12 +31,6 @@ SHRINK_TOLERANCE = 0.05
 
 PREDICTIONS = {"predictions": [{"class": "1", "label": "pink primrose", "probability": 0.9}]}
 
-
-def load_client():
-    spec = importlib.util.spec_from_file_location("flower_client", REPO / "endpoint" / "client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def canned(moto_server, body=PREDICTIONS):

@@ -1,13 +1,19 @@
-# Content-Type, Accept and custom-attribute parsing for /invocations.
-# Unit tests; the same rules are exercised over HTTP in test_app.py.
+"""Content-Type, Accept and custom-attribute parsing for /invocations.
+Unit tests; the same rules are exercised over HTTP in test_app.py.
+"""
 from __future__ import annotations
 
 import pytest
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from flower_serving.content_types import check_accept, media_type, request_kind, top_k_from
-from flower_serving.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from flower_classifier.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from flower_classifier.serving.content_types import (
+    check_accept,
+    media_type,
+    request_kind,
+    top_k_from,
+)
 
 
 @pytest.mark.parametrize("header,expected", [

@@ -1,6 +1,9 @@
-# Tests data.py: torchvision's ImageFolder under the project's rules (numbering, validation's
-# numbering, clear errors) and the seed's augmentations in transforms.v2, against the seed's own.
-"""Training data: ClassFolders, augmentation(), data_folders()."""
+"""Tests data.py: torchvision's ImageFolder under the project's rules (numbering, validation's
+numbering, clear errors) and the starter's augmentations in transforms.v2, against the
+starter's own.
+
+Training data: ClassFolders, augmentation(), data_folders().
+"""
 
 from pathlib import Path
 
@@ -9,8 +12,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from flower_serving.data import ClassFolders, DataError, augmentation, data_folders
-from flower_serving.preprocess import Preprocessing, preprocess
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from flower_classifier.training.data import ClassFolders, DataError, augmentation, data_folders
 
 
 def make_tree(root: Path, layout: dict[str, int], size=(40, 30)) -> Path:
@@ -68,7 +71,7 @@ def test_missing_folders_are_clear_errors(tmp_path) -> None:
 
 def test_augmentation_is_the_seeds_pipeline(photos) -> None:
     """RandomRotation(30), RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize:
-    the same random draws and pixels as the seed's torchvision.transforms for each torch seed,
+    the same random draws and pixels as the starter's torchvision.transforms for each torch seed,
     within the float rounding of v2's ToDtype (1/255 multiplied, not divided: < 1e-6)."""
     T = torchvision.transforms
     spec = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -85,7 +88,7 @@ def test_augmentation_is_the_seeds_pipeline(photos) -> None:
 
 
 def test_inception_crops_at_its_own_size() -> None:
-    from flower_serving.architectures import preprocessing_for
+    from flower_classifier.model.architectures import preprocessing_for
 
     spec = preprocessing_for("inception_v3")
     out = augmentation(spec)(Image.new("RGB", (400, 350), (1, 2, 3)))

@@ -1,7 +1,8 @@
-# Property-based fuzzing of the decode path (hypothesis): whatever the bytes, decode_image and
-# decode_instances return RGB images or raise BadRequest - never anything else - and what they
-# return always preprocesses to 3x224x224. A small HTTP-level fuzz runs against a real server.
-# Profiles: HYPOTHESIS_PROFILE=ci (default: derandomized, bounded) or =fuzz (random, longer).
+"""Property-based fuzzing of the decode path (hypothesis): whatever the bytes, decode_image and
+decode_instances return RGB images or raise BadRequest - never anything else - and what they
+return always preprocesses to 3x224x224. A small HTTP-level fuzz runs against a real server.
+Profiles: HYPOTHESIS_PROFILE=ci (default: derandomized, bounded) or =fuzz (random, longer).
+"""
 from __future__ import annotations
 
 import base64
@@ -19,10 +20,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flower_serving.decoder import decode_image, decode_instances
-from flower_serving.errors import BadRequest
-from flower_serving.handler import MAX_INSTANCES
-from flower_serving.preprocess import Preprocessing, preprocess
+from flower_classifier.errors import BadRequest
+from flower_classifier.model.images import decode_image
+from flower_classifier.model.preprocess import Preprocessing, preprocess
+from flower_classifier.serving.decoder import decode_instances
+from flower_classifier.serving.handler import MAX_INSTANCES
 
 PHOTO = Path(__file__).resolve().parents[1] / "local_test" / "payloads" / "rose.jpg"
 MAX_PIXELS = 40_000_000

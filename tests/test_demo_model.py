@@ -1,17 +1,17 @@
-# Tests the committed demo model in local_test/test_dir/model: a fine-tuned Lite0 checkpoint under
-# 25 MB that loads with weights_only=True, is served, and names every sample payload correctly.
+"""Tests the committed demo model in local_test/test_dir/model: a fine-tuned Lite0 checkpoint under
+25 MB that loads with weights_only=True, is served, and names every sample payload correctly.
+"""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 import torch
 
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.prediction import load, predict
-from flower_serving.training_args import choose_device
-from serving import ServerProcess
+from flower_classifier.cli.predict import load, predict
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.training.arguments import choose_device
+from helpers.serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "local_test" / "test_dir" / "model"
@@ -95,8 +95,7 @@ def test_served_demo_names_every_sample_payload() -> None:
 @pytest.mark.skipif(not VALID.is_dir(), reason="../shared/flowers/valid not present")
 def test_accuracy_on_one_validation_photo_per_class() -> None:
     """A quick sanity check; the full benchmark is `train/evaluate.py MODEL_DIR VALID_DIR`."""
-    sys.path.insert(0, str(ROOT / "train"))
-    from evaluate import evaluate
+    from flower_classifier.cli.evaluate import evaluate
 
     result = evaluate(str(MODEL_DIR), str(VALID), num_workers=0, per_class=1)
     assert result["count"] == 102

@@ -1,7 +1,9 @@
-# deploy.sh's other endpoint kinds and safe updates against moto's server: serverless, async
-# inference, data capture, and guardrail updates with rollback alarms. Requests moto cannot
-# serve (update-endpoint) are captured and checked against botocore's model of the API.
-"""Tests for deploy.sh --serverless, --async, --capture, --canary/--linear."""
+"""deploy.sh's other endpoint kinds and safe updates against moto's server: serverless, async
+inference, data capture, and guardrail updates with rollback alarms. Requests moto cannot
+serve (update-endpoint) are captured and checked against botocore's model of the API.
+
+Tests for deploy.sh --serverless, --async, --capture, --canary/--linear.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +13,17 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )
-from aws_requests import parse_recording, to_requests
-from iam_policy import denied
-from sagemaker_requests import endpoint_config_writes, hosting
+from helpers.aws_requests import parse_recording, to_requests
+from helpers.iam_policy import denied
+from helpers.sagemaker_requests import endpoint_config_writes, hosting
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
 MODEL_DATA = f"s3://{BUCKET}/flower-classifier/v1/model.tar.gz"
@@ -199,12 +199,9 @@ def test_plain_update_stays_all_at_once(aws_env, account):
 
 def test_client_checks_the_serverless_payload_limit(aws_env, moto_server, monkeypatch):
     """client.py --serverless refuses a body over 4 MB before the call, sends one under it."""
-    import sys
+    from helpers.aws_emulator import load_client
 
-    from aws_emulator import REPO
-
-    sys.path.insert(0, str(REPO / "endpoint"))
-    import client as endpoint_client
+    endpoint_client = load_client()
 
     moto_server.set_endpoint_results([{"Body": '{"predictions": []}',
                                        "ContentType": "application/json"}])
@@ -224,7 +221,7 @@ def test_client_async_uploads_invokes_and_waits(aws_env, account, tmp_path):
     import subprocess
     import sys
 
-    from aws_emulator import REPO
+    from helpers.aws_emulator import REPO
 
     client(account, "s3").create_bucket(Bucket=BUCKET)
     answer = {"predictions": [{"class": "74", "label": "rose", "probability": 0.9}]}

@@ -1,6 +1,8 @@
-# iam/deployer-policy.json against every AWS call the scripts make: the calls are read from the
-# scripts' text and recorded while the scripts run against moto, then evaluated as IAM would.
-"""Deployer-policy tests: static call list, recorded calls with their resources, no wildcards."""
+"""iam/deployer-policy.json against every AWS call the scripts make: the calls are read from the
+scripts' text and recorded while the scripts run against moto, then evaluated as IAM would.
+
+Deployer-policy tests: static call list, recorded calls with their resources, no wildcards.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +12,19 @@ import shutil
 
 import pytest
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     readme_deploy_block,
     run_readme_deploy,
     run_script,
 )
-from aws_requests import parse_recording, to_requests
-from iam_policy import denied, statements
+from helpers.aws_requests import parse_recording, to_requests
+from helpers.iam_policy import denied, statements
 
 # Scripts the deployer runs. iam/ is run once by an administrator (it creates the role).
 DEPLOYER_SCRIPTS = sorted(

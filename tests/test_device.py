@@ -1,13 +1,14 @@
-# Device and precision choice: CPU fallback, AMX detection and the reduced-precision guard.
-# The reduced-precision check runs real photos through fp32 and bf16 and compares answers.
+"""Device and precision choice: CPU fallback, AMX detection and the reduced-precision guard.
+The reduced-precision check runs real photos through fp32 and bf16 and compares answers.
+"""
 from __future__ import annotations
 
 import torch
 
 from conftest import keeps_answers, photo_batch
-from flower_serving.calibration import with_flips
-from flower_serving.checkpoint import load_classifier
-from flower_serving.device import (
+from flower_classifier.model.calibration import with_flips
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.device import (
     autocast_dtype,
     choose_precision,
     cpu_flags,
@@ -16,7 +17,7 @@ from flower_serving.device import (
     describe,
     unusable_gpu,
 )
-from flower_serving.predictor import Predictor
+from flower_classifier.model.predictor import Predictor
 
 
 def test_auto_precision_follows_hardware():
@@ -56,7 +57,7 @@ def test_bf16_keeps_answers_on_real_photos_or_is_refused(small_model_dir, photos
 
 def test_gpu_present_but_unusable_is_a_clear_error(tmp_path, monkeypatch):
     # The driver's /proc file is how a container sees an NVIDIA GPU; torch here cannot use one.
-    import flower_serving.device as device
+    import flower_classifier.model.device as device
 
     driver = tmp_path / "version"
     driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.256.02\n")

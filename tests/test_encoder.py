@@ -1,5 +1,6 @@
-# The response encoder: top-k per image in one batched topk, names from cat_to_name.json.
-# Checked against a plain per-row sort, and for the single-image and JSON-instances shapes.
+"""The response encoder: top-k per image in one batched topk, names from cat_to_name.json.
+Checked against a plain per-row sort, and for the single-image and JSON-instances shapes.
+"""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from flower_serving.checkpoint import Classifier
-from flower_serving.encoder import encode, error_body, top_k
-from flower_serving.preprocess import Preprocessing
+from flower_classifier.model.checkpoint import Classifier
+from flower_classifier.model.preprocess import Preprocessing
+from flower_classifier.serving.encoder import encode, error_body, top_k
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-# The one typed settings object: SageMaker's defaults, parsing, and errors that name the variable.
-# Pure unit tests; `serve` exiting on a bad value is covered in test_server.py.
+"""The one typed settings object: SageMaker's defaults, parsing, and errors that name the variable.
+Pure unit tests; `serve` exiting on a bad value is covered in test_server.py.
+"""
 from __future__ import annotations
 
 import pytest
 
-from flower_serving.environment import ConfigError, Environment
+from flower_classifier.environment import ConfigError, Environment
 
 
 def test_defaults_follow_sagemaker():
@@ -42,9 +43,13 @@ def test_values_are_parsed():
     assert (env.port, env.workers, env.timeout, env.top_k) == (9000, 2, 30, 3)
     assert env.max_payload_bytes == int(2.5 * 1024 * 1024)
     assert env.model_dir == "/models/x" and env.max_batch_size == 4
-    assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.threads == 8
+    assert env.max_batch_delay_ms == 0 and env.precision == "fp32" and env.request_threads == 8
     assert env.calibration_dir == "/photos"
     assert Environment.from_env({"INFERENCE_PRECISION": "int8"}).precision == "int8"
+
+
+def test_the_dataclass_defaults_are_the_variables_defaults():
+    assert Environment() == Environment.from_env({})
 
 
 def test_blank_values_mean_default():
@@ -66,7 +71,7 @@ def test_bad_values_name_the_variable(key, value):
 def test_one_worker_per_visible_gpu(tmp_path, monkeypatch):
     """MODEL_SERVER_WORKERS defaults to the GPU count: CUDA_VISIBLE_DEVICES when set, else the
     /dev/nvidiaN files a container is given (simulated here), else 1."""
-    import flower_serving.environment as environment
+    import flower_classifier.environment as environment
 
     monkeypatch.setattr(environment, "DEVICES", tmp_path)
     assert Environment.from_env({}).workers == 1

@@ -1,6 +1,8 @@
-# The execution role against what SageMaker asks of it: runs the README's deploy commands as
-# written (moto server), then evaluates the role's real policy on every request of each flow.
-"""Execution-role tests: README defaults, non-default names, and the requests outside them."""
+"""The execution role against what SageMaker asks of it: runs the README's deploy commands as
+written (moto server), then evaluates the role's real policy on every request of each flow.
+
+Execution-role tests: README defaults, non-default names, and the requests outside them.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +11,17 @@ import shutil
 
 import pytest
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_readme_deploy,
     run_script,
 )
-from iam_policy import Request, denied, evaluate
-from sagemaker_requests import hosting, image_pull, logs, metrics, read_object, write_object
+from helpers.iam_policy import Request, denied, evaluate
+from helpers.sagemaker_requests import hosting, image_pull, logs, metrics, read_object, write_object
 
 
 def role_policies(emulator, role_name: str) -> list[dict]:

@@ -1,6 +1,8 @@
-# One real train -> save -> load -> forward round trip for a small model of every torchvision
-# family (and Lite0): train.py on tiny photos, the server's loader, the predictor in fp32.
-"""Every family trains with train.py and loads and answers as the server serves it."""
+"""One real train -> save -> load -> forward round trip for a small model of every torchvision
+family (and Lite0): train.py on tiny photos, the server's loader, the predictor in fp32.
+
+Every family trains with train.py and loads and answers as the server serves it.
+"""
 
 import re
 from pathlib import Path
@@ -9,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from flower_serving.architectures import list_architectures
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.predictor import Predictor
-from flower_serving.preprocess import preprocess
-from flower_serving.training import main
+from flower_classifier.model.architectures import list_architectures
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.model.preprocess import preprocess
+from flower_classifier.training.trainer import main
 
 # The smallest of each family in torchvision's registry, plus timm's Lite0.
 FAMILIES = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s",

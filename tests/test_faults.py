@@ -1,6 +1,7 @@
-# Faults beyond tests/test_server.py: a worker SIGKILLed mid-request, /ping during decode-heavy
-# hostile load, and bad checkpoints that must never come up serving (incl. a legacy pickle
-# carrying code). Real `serve` processes on loopback; every wait is bounded.
+"""Faults beyond tests/test_server.py: a worker SIGKILLed mid-request, /ping during decode-heavy
+hostile load, and bad checkpoints that must never come up serving (incl. a legacy pickle
+carrying code). Real `serve` processes on loopback; every wait is bounded.
+"""
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serving import ServerProcess
+from helpers.serving import ServerProcess
 
 RECOVERY_LIMIT_S = 20.0  # SIGKILL -> /ping 200 again (model reload included); measured ~3 s
 PING_TIMEOUT_S = 2.0  # SageMaker's health-check timeout
@@ -243,7 +244,7 @@ def test_bad_checkpoint_never_comes_up_serving(tmp_path, kind):
 
 
 def test_free_slot_gives_each_worker_its_own_gpu():
-    from flower_serving.server import free_slot
+    from flower_classifier.serving.server import free_slot
 
     assert [free_slot(set(range(n))) for n in range(4)] == [0, 1, 2, 3]
     assert free_slot({0, 2, 3}) == 1  # worker 1 died: its replacement takes GPU 1

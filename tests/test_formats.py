@@ -1,11 +1,12 @@
-# The migrations' small decisions: a class map's direction from its values, stored names in any
-# case or nesting, and the parts that must be there.
+"""The migrations' small decisions: a class map's direction from its values, stored names in any
+case or nesting, and the parts that must be there.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from flower_serving.formats import NotServable, class_map, migrate, stored_arch
+from flower_classifier.model.formats import NotServable, class_map, migrate, stored_arch
 
 
 @pytest.mark.parametrize("key,mapping,expected", [

@@ -1,5 +1,6 @@
-# The CPU gate: decoders share the cores up to one per core, a CPU forward has them alone,
-# earlier decoders finish before a forward and later ones wait for it. Real threads throughout.
+"""The CPU gate: decoders share the cores up to one per core, a CPU forward has them alone,
+earlier decoders finish before a forward and later ones wait for it. Real threads throughout.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,9 +9,9 @@ import time
 import torch
 
 from conftest import CountingPredictor
-from flower_serving.batcher import Batcher
-from flower_serving.checkpoint import load_classifier
-from flower_serving.gate import CpuGate
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.serving.batcher import Batcher
+from flower_classifier.serving.gate import CpuGate
 
 WAIT = 10.0  # generous bound for any single hand-off between threads
 

@@ -1,5 +1,6 @@
-# The request thread's share of the path: decode and preprocess, then stack for the batcher.
-# None of it may start an OpenMP team: those threads would compete with the model's forward.
+"""The request thread's share of the path: decode and preprocess, then stack for the batcher.
+None of it may start an OpenMP team: those threads would compete with the model's forward.
+"""
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ import threading
 import torch
 
 from conftest import photo_batch
-from flower_serving.decoder import decode_image
-from flower_serving.handler import stack
-from flower_serving.preprocess import preprocess
+from flower_classifier.model.images import decode_image
+from flower_classifier.model.preprocess import preprocess
+from flower_classifier.serving.handler import stack
 
 
 def threads_while(work) -> tuple[int, int]:
@@ -43,12 +44,11 @@ def test_stack_keeps_order_and_values(photos):
 
 PROBE = """
 import sys
-sys.path[:0] = sys.argv[1:3]
 import torch
 from test_handler import threads_while
-from flower_serving.decoder import decode_image
-from flower_serving.handler import stack
-from flower_serving.preprocess import preprocess
+from flower_classifier.model.images import decode_image
+from flower_classifier.serving.handler import stack
+from flower_classifier.model.preprocess import preprocess
 torch.set_num_threads(2)
 bodies = [open(p, "rb").read() for p in sys.argv[3:]]
 
@@ -71,9 +71,11 @@ def test_request_thread_work_starts_no_openmp_threads(photos):
     here = Path(__file__).parent
 
     def probe(*files: Path) -> tuple[int, int]:  # one fresh process per probe
-        out = subprocess.run([sys.executable, "-c", PROBE, str(here.parent / "container"),
-                              str(here), *map(str, files)], capture_output=True, text=True,
-                             timeout=120, check=True).stdout
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # test_handler, and the package
+            [str(here), str(here.parent / "container"), os.environ.get("PYTHONPATH", "")])}
+        out = subprocess.run([sys.executable, "-c", PROBE, "-", "-", *map(str, files)],
+                             capture_output=True, text=True, timeout=120, check=True,
+                             env=env).stdout
         before, during = map(int, out.split())
         return before, during
 

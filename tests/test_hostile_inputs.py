@@ -1,6 +1,7 @@
-# The hostile/odd-input corpus (tests/corpus/manifest.json) against a real `serve` process.
-# Each case must get its stated status with a JSON body; none may give a 5xx, leak a traceback
-# or kill a worker. Regenerate the corpus with `python tests/corpus/make_corpus.py`.
+"""The hostile/odd-input corpus (tests/corpus/manifest.json) against a real `serve` process.
+Each case must get its stated status with a JSON body; none may give a 5xx, leak a traceback
+or kill a worker. Regenerate the corpus with `python tests/corpus/make_corpus.py`.
+"""
 from __future__ import annotations
 
 import importlib.util

@@ -1,6 +1,8 @@
-# Tests of iam/: create_role.sh against moto (trust policy, inline policy, idempotence) and a
-# parliament lint of every rendered permissions policy (no findings, no `*` in any Action).
-"""IAM role script and policy lint tests."""
+"""Tests of iam/: create_role.sh against moto (trust policy, inline policy, idempotence) and a
+parliament lint of every rendered permissions policy (no findings, no `*` in any Action).
+
+IAM role script and policy lint tests.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ import warnings
 
 import pytest
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     run_script,
 )
 

@@ -1,8 +1,17 @@
-# Tests of the test helper tests/iam_policy.py against IAM's documented evaluation rules
-# (wildcards, explicit deny, NotAction/NotResource, conditions, missing keys, IfExists).
+"""Tests of the test helper tests/helpers/iam_policy.py against IAM's documented evaluation rules
+(wildcards, explicit deny, NotAction/NotResource, conditions, missing keys, IfExists).
+"""
 import pytest
 
-from iam_policy import ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, Request, denied, evaluate, matches
+from helpers.iam_policy import (
+    ALLOW,
+    EXPLICIT_DENY,
+    IMPLICIT_DENY,
+    Request,
+    denied,
+    evaluate,
+    matches,
+)
 
 BUCKET = "arn:aws:s3:::models"
 

@@ -1,6 +1,8 @@
-# Container tests: lint the Dockerfile and scripts, build the CPU image, run `train` in the
-# container on tiny generated data, then `serve` that output and call it over HTTP like SageMaker.
-"""Tests of the built image and the local_test/ harness (needs a Docker engine)."""
+"""Container tests: lint the Dockerfile and scripts, build the CPU image, run `train` in the
+container on tiny generated data, then `serve` that output and call it over HTTP like SageMaker.
+
+Tests of the built image and the local_test/ harness (needs a Docker engine).
+"""
 
 import io
 import json
@@ -14,7 +16,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from docker_env import (
+from helpers.docker_env import (
     CPU_IMAGE_TAG,
     IMAGE_TAG,
     REPO,
@@ -123,6 +125,7 @@ def docker_sh(image: str, script: str) -> str:
     return run(["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", script]).stdout
 
 
+@pytest.mark.docker
 def test_image_metadata(image):
     info = json.loads(run(["docker", "image", "inspect", image]).stdout)[0]
     cfg = info["Config"]
@@ -133,6 +136,7 @@ def test_image_metadata(image):
     assert not [e for e in cfg["Env"] if e.startswith("AWS_") or "SECRET" in e or "TOKEN" in e]
 
 
+@pytest.mark.docker
 def test_serve_and_train_on_path_and_executable(image):
     out = docker_sh(
         image,
@@ -146,7 +150,7 @@ TORCH_VERSIONS = ("python -c 'import torch, torchvision, torchvision.ops; "
                   "print(torch.__version__, torch.version.cuda, torchvision.__version__)'")
 
 
-OPENVINO_AVAILABLE = ("python -c 'from flower_serving import openvino_backend; "
+OPENVINO_AVAILABLE = ("python -c 'from flower_classifier.model import openvino_backend; "
                       "print(openvino_backend.available())'")
 
 
@@ -156,6 +160,7 @@ def pinned(name: str, requirements: str = "requirements.txt") -> str:
                 if line.startswith(f"{name}=="))
 
 
+@pytest.mark.docker
 def test_default_image_is_the_cuda_13_build_and_serves_on_cpu(image, server):
     version, cuda, vision = docker_sh(image, TORCH_VERSIONS).split()
     assert (version.split("+")[0], vision.split("+")[0]) == (pinned("torch"), pinned("torchvision"))
@@ -173,6 +178,7 @@ def cpu_image() -> str:
     return build_image(CPU_IMAGE_TAG, "cpu")
 
 
+@pytest.mark.docker
 def test_cpu_variant_builds_and_serves(cpu_image, trained):
     """VARIANT=cpu installs PyTorch's CPU wheels of the pinned versions. In CI, where that
     index cannot be reached, it installs the stand-in's local files (the CUDA build) instead:
@@ -202,6 +208,7 @@ def test_cpu_variant_builds_and_serves(cpu_image, trained):
         remove(name)
 
 
+@pytest.mark.docker
 def test_no_build_tools_caches_or_repo_files(image):
     out = docker_sh(
         image,
@@ -234,12 +241,14 @@ def trained(image, tmp_path_factory) -> pathlib.Path:
     return ml
 
 
+@pytest.mark.docker
 def test_train_writes_checkpoint(trained):
     model = trained / "model"
     assert (model / "checkpoint.pth").stat().st_size > 0
     assert not (trained / "output" / "failure").exists()
 
 
+@pytest.mark.docker
 def test_train_failure_contract(image, tmp_path):
     ml = make_ml_dir(tmp_path / "ml", {**TINY_HPARAMS, "arch": "no-such-arch"})
     name = f"flower-train-fail-{uuid.uuid4().hex[:8]}"
@@ -283,16 +292,19 @@ def server(image, trained):
         remove(name)
 
 
+@pytest.mark.docker
 def test_ping(server):
     status, _, body = http("GET", server["url"] + "/ping")
     assert status == 200 and body == b""
 
 
+@pytest.mark.docker
 def test_image_ships_the_calibration_photos(image):
     shipped = docker_sh(image, "ls /opt/program/calibration").split()
     assert shipped == sorted(p.name for p in PAYLOADS.iterdir())
 
 
+@pytest.mark.docker
 def test_serve_checks_precision_on_the_shipped_photos(server):
     text = logs(server["name"])
     count = len(list(PAYLOADS.iterdir()))
@@ -311,6 +323,7 @@ def check_predictions(status, body):
     return preds
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("kind", ["jpeg", "png"])
 def test_invocations(server, kind):
     body, ctype = (
@@ -320,6 +333,7 @@ def test_invocations(server, kind):
     check_predictions(status, out)
 
 
+@pytest.mark.docker
 def test_invocations_real_photo(server):
     photos = sorted(PAYLOADS.glob("*.jpg"))
     if not photos:
@@ -333,6 +347,7 @@ def test_invocations_real_photo(server):
     check_predictions(status, out)
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("body,ctype", [(b"not an image", "image/jpeg"), (b"{}", "text/csv")])
 def test_invocations_bad_input_is_4xx(server, body, ctype):
     status, _, _ = http("POST", server["url"] + "/invocations", body, {"Content-Type": ctype})
@@ -340,6 +355,7 @@ def test_invocations_bad_input_is_4xx(server, body, ctype):
     assert http("GET", server["url"] + "/ping")[0] == 200  # still healthy
 
 
+@pytest.mark.docker
 def test_predict_script(server, tmp_path):
     port = server["url"].rsplit(":", 1)[1]
     photo = tmp_path / "flower.JPG"  # upper-case extension: still image/jpeg
@@ -354,6 +370,7 @@ def test_predict_script(server, tmp_path):
     assert len(preds) <= 2  # TOP_K header honoured (or at least not exceeded)
 
 
+@pytest.mark.docker
 def test_bind_to_port(image, trained):
     port, name = free_port(), f"flower-bind-{uuid.uuid4().hex[:8]}"
     try:
@@ -382,6 +399,7 @@ def test_bind_to_port(image, trained):
         remove(name)
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("content", [None, b"this is not a checkpoint"])
 def test_serve_bad_model_exits_nonzero(image, tmp_path, content):
     model = tmp_path / "model"
@@ -409,6 +427,7 @@ def test_serve_bad_model_exits_nonzero(image, tmp_path, content):
         remove(name)
 
 
+@pytest.mark.docker
 def test_serve_local_script(image, trained):
     """local_test/serve_local.sh serves TEST_DIR/model on localhost:PORT until interrupted."""
     port = free_port()
@@ -442,10 +461,12 @@ def test_serve_local_script(image, trained):
         assert not left, "serve_local.sh left its container running after Ctrl-C"
 
 
+@pytest.mark.docker
 def test_require_docker_passes():
     require_docker()
 
 
+@pytest.mark.docker
 def test_local_batch_transform_runs_the_real_container(image, trained, tmp_path):
     """local_test/batch_transform.sh without --url: it starts the image with SAGEMAKER_BATCH,
     reads /execution-parameters and writes one <file>.out per input, as a transform job does."""

@@ -1,5 +1,6 @@
-# inspect_checkpoint.py and --convert, package_model.py --with-backbone-weights, head-only files
-# without their backbone weights, and the model directory's one checkpoint under any name.
+"""inspect_checkpoint.py and --convert, package_model.py --with-backbone-weights, head-only files
+without their backbone weights, and the model directory's one checkpoint under any name.
+"""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,13 @@ import tarfile
 
 import pytest
 import torch
-from checkpoint_corpus import backbone_file, resnet_1000_way, resnet_head_only
 
 from conftest import ROOT, photo_batch
-from flower_serving.checkpoint import load_classifier
-from flower_serving.errors import ModelLoadError
-from flower_serving.predictor import Predictor
-from serving import ServerProcess
+from flower_classifier.errors import ModelLoadError
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.predictor import Predictor
+from helpers.checkpoint_corpus import backbone_file, resnet_1000_way, resnet_head_only
+from helpers.serving import ServerProcess
 
 INSPECT = ROOT / "train" / "inspect_checkpoint.py"
 PACKAGE = ROOT / "train" / "package_model.py"
@@ -120,7 +121,7 @@ def test_one_checkpoint_under_any_name_two_are_refused(wide_head, tmp_path, capl
     model_dir.mkdir()
     (model_dir / "flowers_checkpoint").write_bytes((wide_head / "checkpoint.pth").read_bytes())
     (model_dir / "notes.txt").write_text("not a checkpoint")
-    caplog.set_level("INFO", logger="flower_serving")
+    caplog.set_level("INFO", logger="flower_classifier")
     assert load_classifier(model_dir).arch == "resnet18"
     assert "checkpoint: flowers_checkpoint (the one checkpoint file" in caplog.text
     (model_dir / "other.pt").write_bytes(b"\x80")

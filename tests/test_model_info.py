@@ -1,11 +1,12 @@
-# Tests of model_info.is_demo: the bundled demo checkpoint is recognised, byte for byte, and
-# nothing else is (another file of the same size, another model, a missing directory).
+"""Tests of model_info.is_demo: the bundled demo checkpoint is recognised, byte for byte, and
+nothing else is (another file of the same size, another model, a missing directory).
+"""
 from __future__ import annotations
 
 import shutil
 
 from conftest import DEMO_MODEL
-from flower_serving.model_info import DEMO_CHECKPOINT_SIZE, is_demo
+from flower_classifier.serving.model_info import DEMO_CHECKPOINT_SIZE, is_demo
 
 
 def test_the_committed_demo_model_is_the_demo():

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from conftest import SHARED_FLOWERS, keeps_answers, photo_batch
-from flower_serving import openvino_backend
-from flower_serving.calibration import with_flips
-from flower_serving.checkpoint import load_classifier
-from flower_serving.environment import ConfigError, Environment
-from flower_serving.errors import ModelLoadError
-from flower_serving.openvino_backend import OpenVinoModel
-from flower_serving.precision import DecisionCache, Verdict
-from flower_serving.predictor import Predictor
-from flower_serving.server import check_backend
+from flower_classifier.environment import Environment
+from flower_classifier.errors import ConfigError, ModelLoadError
+from flower_classifier.model import openvino_backend
+from flower_classifier.model.calibration import with_flips
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.openvino_backend import OpenVinoModel
+from flower_classifier.model.precision import DecisionCache, Verdict
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.serving.server import check_backend
 
 CPU = torch.device("cpu")
 
@@ -147,7 +147,7 @@ def test_a_server_on_openvino_answers_concurrent_requests_as_torch_does(
     infer request, batch concurrent requests; answers match the torch server's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving import ServerProcess
+    from helpers.serving import ServerProcess
 
     def answers(server) -> list[list[dict]]:
         def one(photo):

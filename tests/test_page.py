@@ -1,5 +1,6 @@
-# The page to try the classifier, in a real browser: Debian's chromium under Selenium, against the
-# real server with the demo model, and through `client.py page` in front of SageMaker's invoke path.
+"""The page to try the classifier, in a real browser: Debian's chromium under Selenium, against the
+real server with the demo model, and through `client.py page` in front of SageMaker's invoke path.
+"""
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from sample_data import opened, phone_photo
-from serving import RuntimeProxy, ServerProcess, free_port
+from helpers.sample_data import opened, phone_photo
+from helpers.serving import RuntimeProxy, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "endpoint" / "client.py"

@@ -1,6 +1,8 @@
-# Tests precision.py, the precision policy: the choice from (fake) timings, the answer check, the
-# decision cache and its key; then the predictor's "auto" warm-up on a real model and photos.
-"""Precision chosen by measurement: fastest(), compare(), decision_key(), DecisionCache."""
+"""Tests precision.py, the precision policy: the choice from (fake) timings, the answer check, the
+decision cache and its key; then the predictor's "auto" warm-up on a real model and photos.
+
+Precision chosen by measurement: fastest(), compare(), decision_key(), DecisionCache.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ import logging
 import torch
 
 from conftest import keeps_answers, photo_batch
-from flower_serving.calibration import with_flips
-from flower_serving.checkpoint import load_classifier
-from flower_serving.device import cpu_has_bf16, precision_candidates
-from flower_serving.precision import (
+from flower_classifier.model.calibration import with_flips
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.device import cpu_has_bf16, precision_candidates
+from flower_classifier.model.precision import (
     TOP1_TOLERANCE,
     DecisionCache,
     Verdict,
@@ -20,7 +22,7 @@ from flower_serving.precision import (
     decision_key,
     fastest,
 )
-from flower_serving.predictor import Predictor
+from flower_classifier.model.predictor import Predictor
 
 CPU = torch.device("cpu")
 
@@ -98,8 +100,8 @@ def test_auto_checks_every_candidate_serves_one_that_keeps_answers_and_caches_it
 
 
 def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir, photos):
-    from flower_serving.device import cpu_has_vnni
-    from flower_serving.quantize import layer_sensitivity
+    from flower_classifier.model.device import cpu_has_vnni
+    from flower_classifier.model.quantize import layer_sensitivity
 
     classifier = load_classifier(small_model_dir)
     batch = photo_batch(photos, classifier.preprocessing)
@@ -113,8 +115,8 @@ def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir
 
 
 def test_mixed_int8_leaves_the_named_layers_in_fp32(small_model_dir, photos):
-    from flower_serving.device import cpu_has_vnni
-    from flower_serving.quantize import quantize
+    from flower_classifier.model.device import cpu_has_vnni
+    from flower_classifier.model.quantize import quantize
 
     classifier = load_classifier(small_model_dir)
     batch = photo_batch(photos, classifier.preprocessing)

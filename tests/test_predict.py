@@ -1,5 +1,6 @@
-# Tests predict.py against the real server: for a checkpoint from train.py, `predict.py --json`
-# and POST /invocations give identical classes and probabilities; plus the table, plot and errors.
+"""Tests predict.py against the real server: for a checkpoint from train.py, `predict.py --json`
+and POST /invocations give identical classes and probabilities; plus the table, plot and errors.
+"""
 import json
 import subprocess
 import sys
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flower_serving.training import main as train
-from sample_data import make_color_dataset
-from serving import ServerProcess
+from flower_classifier.training.trainer import main as train
+from helpers.sample_data import make_color_dataset
+from helpers.serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT_PY = ROOT / "train" / "predict.py"
@@ -94,5 +95,5 @@ def test_package_model_puts_files_at_the_archive_root(model_dir, tmp_path) -> No
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["cat_to_name.json", "checkpoint.pth"]
         tar.extractall(tmp_path / "unpacked", filter="data")
-    from flower_serving.checkpoint import load_classifier
+    from flower_classifier.model.checkpoint import load_classifier
     assert load_classifier(tmp_path / "unpacked").label("1") == "red flower"

@@ -1,5 +1,6 @@
-# The predictor's precision guard: reduced precision (int8 here; bf16 in test_device) is kept
-# only when it gives fp32's answers on real photos and their mirrors, else the model stays fp32.
+"""The predictor's precision guard: reduced precision (int8 here; bf16 in test_device) is kept
+only when it gives fp32's answers on real photos and their mirrors, else the model stays fp32.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,21 +10,21 @@ import torch
 from torch import nn
 
 from conftest import ROOT, SHARED_FLOWERS, CountingPredictor, keeps_answers, photo_batch
-from flower_serving.calibration import with_flips
-from flower_serving.checkpoint import Classifier, load_classifier
-from flower_serving.device import cpu_has_vnni
-from flower_serving.predictor import Predictor
-from flower_serving.preprocess import Preprocessing
-from flower_serving.quantize import quantize
+from flower_classifier.model.calibration import with_flips
+from flower_classifier.model.checkpoint import Classifier, load_classifier
+from flower_classifier.model.device import cpu_has_vnni
+from flower_classifier.model.predictor import Predictor
+from flower_classifier.model.preprocess import Preprocessing
+from flower_classifier.model.quantize import quantize
 
 DEMO_MODEL = ROOT / "local_test" / "test_dir" / "model"
 CPU = torch.device("cpu")
 
 
-def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(seed_model_dir, photos):
+def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(starter_model_dir, photos):
     # The benchmark's model. Held-out photos: ../shared/flowers/valid when present.
-    classifier = load_classifier(seed_model_dir)
-    reference = Predictor(load_classifier(seed_model_dir), CPU, "fp32")
+    classifier = load_classifier(starter_model_dir)
+    reference = Predictor(load_classifier(starter_model_dir), CPU, "fp32")
     calibration = photo_batch(photos)
     predictor = Predictor(classifier, CPU, "int8")
     predictor.warm_up((1,), calibration)
@@ -36,12 +37,12 @@ def test_int8_on_the_seed_vgg16_keeps_fp32_answers_on_real_photos(seed_model_dir
     assert keeps_answers(reference.answers(batch), predictor.answers(batch))
 
 
-def test_int8_guard_on_a_confident_vgg16(seed_model_dir, photos):
+def test_int8_guard_on_a_confident_vgg16(starter_model_dir, photos):
     # Random weights give near-uniform answers; scaling the output layer makes them confident
     # (mean top-1 probability about 0.7 on real photos), so the 0.02 tolerance really binds.
     # (x100 for torchvision's vgg16 initialisation; x3000 saturated every answer at 1.0.)
     def confident():
-        classifier = load_classifier(seed_model_dir)
+        classifier = load_classifier(starter_model_dir)
         with torch.no_grad():
             classifier.model.classifier.fc2.weight.mul_(100)
             classifier.model.classifier.fc2.bias.mul_(100)

@@ -1,5 +1,6 @@
-# The shared preprocessing function against torchvision's own transforms (the seed's pipeline).
-# Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
+"""The shared preprocessing function against torchvision's own transforms (the starter's pipeline).
+Bit-for-bit equality on real photos and on every awkward image mode the server accepts.
+"""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from flower_serving.preprocess import (
+from flower_classifier.model.preprocess import (
     IMAGENET_STD,
     RESIZED_PIXELS_LIMIT,
     Preprocessing,
@@ -109,7 +110,8 @@ def test_exif_orientation_is_applied():
 
 @pytest.mark.parametrize("size", [(1500, 3), (2, 1200), (4000, 1), (3, 2000)])
 def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, size):
-    """Past RESIZED_PIXELS_LIMIT only the crop is resampled: the seed's pixels within +/-2/255."""
+    """Past RESIZED_PIXELS_LIMIT only the crop is resampled: the starter's pixels within
+    +/-2/255."""
     width, height = size
     assert 255 * int(255 * max(size) / min(size)) > RESIZED_PIXELS_LIMIT
     rng = np.random.default_rng(sum(size))
@@ -124,7 +126,7 @@ def test_extreme_aspect_ratios_stay_cheap_and_within_two_levels(seed_transform, 
 def test_equals_each_architectures_own_eval_transforms_bit_for_bit(photos, arch):
     """The one preprocessing function against torchvision's `weights.transforms()` (resize,
     crop, bilinear or bicubic, mean and std of each architecture's weights)."""
-    from flower_serving.architectures import preprocessing_for
+    from flower_classifier.model.architectures import preprocessing_for
 
     spec = preprocessing_for(arch)
     preset = torchvision.models.get_model_weights(arch).DEFAULT.transforms()

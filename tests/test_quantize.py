@@ -1,5 +1,6 @@
-# int8 quantization: the backbone's convolutions become int8 on real-photo activation ranges,
-# the head stays fp32, calibration returns fp32's outputs, and both kernel families work.
+"""int8 quantization: the backbone's convolutions become int8 on real-photo activation ranges,
+the head stays fp32, calibration returns fp32's outputs, and both kernel families work.
+"""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,8 @@ from torch import nn
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from conftest import photo_batch
-from flower_serving.checkpoint import load_classifier
-from flower_serving.quantize import quantize
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.quantize import quantize
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-# Copy-checks the README: every script it tells a user to run exists, is executable, and accepts
-# every --option the README passes to it (checked against the script's own --help).
+"""Copy-checks the README: every script it tells a user to run exists, is executable, and accepts
+every --option the README passes to it (checked against the script's own --help).
+"""
 from __future__ import annotations
 
 import re

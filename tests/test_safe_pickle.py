@@ -1,5 +1,6 @@
-# Hostile checkpoints against the restricted unpickler: every one is refused (or its part left
-# inert) and a marker file proves that nothing in it was imported or run.
+"""Hostile checkpoints against the restricted unpickler: every one is refused (or its part left
+inert) and a marker file proves that nothing in it was imported or run.
+"""
 from __future__ import annotations
 
 import collections
@@ -13,12 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoints import class_to_idx
 from conftest import CATEGORY_NAMES
-from flower_serving.checkpoint import classifier_from_checkpoint, load_classifier, read_checkpoint
-from flower_serving.errors import ModelLoadError
-from flower_serving.safe_pickle import Placeholder, load_untrusted
-from serving import ServerProcess
+from flower_classifier.errors import ModelLoadError
+from flower_classifier.model.checkpoint import (
+    classifier_from_checkpoint,
+    load_classifier,
+    read_checkpoint,
+)
+from flower_classifier.model.safe_pickle import Placeholder, load_untrusted
+from helpers.checkpoints import class_to_idx
+from helpers.serving import ServerProcess
 
 EVIL_MODULE = """
 import pathlib

@@ -1,7 +1,9 @@
-# train/sagemaker_train.sh against moto's server (data upload, the create-training-job request
-# it sends, waiting, artifact URI), the roles' policies on the job, and its metric regexes
-# against the log lines the container's real training prints.
-"""Tests for train/sagemaker_train.sh."""
+"""train/sagemaker_train.sh against moto's server (data upload, the create-training-job request
+it sends, waiting, artifact URI), the roles' policies on the job, and its metric regexes
+against the log lines the container's real training prints.
+
+Tests for train/sagemaker_train.sh.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +15,19 @@ import sys
 
 import pytest
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     REPO,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )
-from aws_requests import parse_recording, to_requests
-from iam_policy import denied
-from sagemaker_requests import training
-from sample_data import make_color_dataset
+from helpers.aws_requests import parse_recording, to_requests
+from helpers.iam_policy import denied
+from helpers.sagemaker_requests import training
+from helpers.sample_data import make_color_dataset
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
 SCRIPT = "train/sagemaker_train.sh"

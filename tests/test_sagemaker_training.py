@@ -1,5 +1,6 @@
-# Tests the training contract (`docker run IMAGE train`) by running container/train in a temporary
-# /opt/ml layout (SAGEMAKER_BASE_DIR): success writes /opt/ml/model, failure writes output/failure.
+"""Tests the training contract (`docker run IMAGE train`) by running container/train in a temporary
+/opt/ml layout (SAGEMAKER_BASE_DIR): success writes /opt/ml/model, failure writes output/failure.
+"""
 import json
 import os
 import shutil
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.sagemaker_training import ContractError, paths, read_hyperparameters, to_argv
-from sample_data import make_color_dataset
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.training.sagemaker import ContractError, paths, read_hyperparameters, to_argv
+from helpers.sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "container" / "train"

@@ -1,5 +1,6 @@
-# The `serve` process itself: start-up logs, refusing bad models, config errors and SIGTERM.
-# Each test starts its own real gunicorn process on a loopback port.
+"""The `serve` process itself: start-up logs, refusing bad models, config errors and SIGTERM.
+Each test starts its own real gunicorn process on a loopback port.
+"""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import requests
 import torch
 
 from conftest import ROOT
-from serving import ServerProcess
+from helpers.serving import ServerProcess
 
 
 class Pwn:
@@ -78,7 +79,7 @@ def test_boot_heartbeat_stops_quietly_when_the_worker_exits():
     from gunicorn.config import Config
     from gunicorn.workers.base import Worker
 
-    from flower_serving.server import _heartbeat_while_booting
+    from flower_classifier.serving.server import _heartbeat_while_booting
 
     cfg = Config()
     worker = Worker(1, os.getpid(), [], None, 30, cfg, glogging.Logger(cfg))
@@ -170,13 +171,13 @@ def test_sigterm_finishes_in_flight_requests_and_exits(small_model_dir, photos):
     assert results == [200] * 6, server.log
 
 
-def test_ping_answers_while_inference_is_saturated(seed_server, photos):
+def test_ping_answers_while_inference_is_saturated(starter_server, photos):
     body = photos[0].read_bytes()
     stop = threading.Event()
 
     def load() -> None:
         while not stop.is_set():
-            seed_server.post(body)
+            starter_server.post(body)
 
     threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
     for thread in threads:
@@ -186,7 +187,7 @@ def test_ping_answers_while_inference_is_saturated(seed_server, photos):
     try:
         for _ in range(20):
             started = time.monotonic()
-            assert requests.get(seed_server.url + "/ping", timeout=2).status_code == 200
+            assert requests.get(starter_server.url + "/ping", timeout=2).status_code == 200
             latencies.append(time.monotonic() - started)
             time.sleep(0.05)
     finally:

@@ -1,5 +1,6 @@
-# Tests train.py / training.py on a tiny synthetic ImageFolder dataset (no downloads or shared/):
-# the loss falls, resume continues, runs are deterministic, bad input gets clear errors (exit 2).
+"""Tests train.py / training.py on a tiny synthetic ImageFolder dataset (no downloads or shared/):
+the loss falls, resume continues, runs are deterministic, bad input gets clear errors (exit 2).
+"""
 import json
 import re
 import subprocess
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flower_serving.architectures import build_backbone
-from flower_serving.checkpoint import load_classifier, read_checkpoint
-from flower_serving.training import main
-from sample_data import make_color_dataset
+from flower_classifier.model.architectures import build_backbone
+from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
+from flower_classifier.training.trainer import main
+from helpers.sample_data import make_color_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / "train" / "train.py"

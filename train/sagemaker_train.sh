@@ -122,21 +122,7 @@ if ((!WAIT)); then
   exit 0
 fi
 
-job_done() {
-  local status secondary
-  read -r status secondary <<<"$(aws sagemaker describe-training-job --training-job-name "$JOB" \
-    --query '[TrainingJobStatus,SecondaryStatus]' --output text)"
-  POLL_STATUS="$status ($secondary)"
-  case "$status" in
-    Completed) return 0 ;;
-    Failed | Stopped)
-      die "training job $JOB $status: $(aws sagemaker describe-training-job \
-        --training-job-name "$JOB" --query FailureReason --output text);" \
-        "logs: CloudWatch log group /aws/sagemaker/TrainingJobs, stream $JOB/..." ;;
-  esac
-  return 1
-}
-poll_until "training job $JOB" "$TIMEOUT" "$POLL" job_done
+wait_for_job training "$JOB" "$TIMEOUT" "$POLL"
 aws sagemaker describe-training-job --training-job-name "$JOB" \
   --query 'FinalMetricDataList[].[MetricName,Value]' --output text >&2 || true
 log "training job $JOB completed"

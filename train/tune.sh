@@ -121,23 +121,8 @@ log "starting tuning job $JOB: $MAX_JOBS jobs, $PARALLEL at a time, learning_rat
   "hidden_units $HIDDEN, epochs $EPOCHS"
 aws sagemaker create-hyper-parameter-tuning-job "${ARGS[@]}" >/dev/null
 
-describe() {
-  aws sagemaker describe-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name "$JOB" \
-    --query "$1" --output text
-}
-tuning_done() {
-  local status counts completed running failed
-  status="$(describe HyperParameterTuningJobStatus)"
-  counts="$(describe '[TrainingJobStatusCounters.Completed,TrainingJobStatusCounters.InProgress,TrainingJobStatusCounters.NonRetryableError]')"
-  read -r completed running failed <<<"$counts"
-  POLL_STATUS="$status ($completed completed, $running running, $failed failed)"
-  case "$status" in
-    Completed) return 0 ;;
-    Failed | Stopped) die "tuning job $JOB $status: $(describe FailureReason)" ;;
-  esac
-  return 1
-}
-poll_until "tuning job $JOB" "$TIMEOUT" "$POLL" tuning_done
+describe() { describe_job tuning "$JOB" "$1"; }
+wait_for_job tuning "$JOB" "$TIMEOUT" "$POLL"
 read -r BEST VALUE <<<"$(describe '[BestTrainingJob.TrainingJobName,BestTrainingJob.FinalHyperParameterTuningJobObjectiveMetric.Value]')"
 [[ -n "$BEST" && "$BEST" != None ]] || die "tuning job $JOB finished without a best training job"
 log "best training job: $BEST (validation:accuracy $VALUE)"

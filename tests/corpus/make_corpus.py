@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-# Writes the hostile/odd-input corpus for tests/test_hostile_inputs.py: files/ plus manifest.json.
-# Deterministic (seeded numpy, PIL, one real photo from local_test/payloads); no downloads.
-# Usage: python tests/corpus/make_corpus.py [OUT_DIR]   (default: this folder)
+"""Writes the hostile/odd-input corpus for tests/test_hostile_inputs.py: files/ plus manifest.json.
+Deterministic (seeded numpy, PIL, one real photo from local_test/payloads); no downloads.
+Usage: python tests/corpus/make_corpus.py [OUT_DIR]   (default: this folder)
+"""
 from __future__ import annotations
 
 import base64
