@@ -309,7 +309,7 @@ def test_serve_checks_precision_on_the_shipped_photos(server):
     text = logs(server["name"])
     count = len(list(PAYLOADS.iterdir()))
     assert f"{count} calibration photos from /opt/program/calibration" in text
-    assert "; precision " in text and "VNNI" in text
+    assert "; backend torch, precision " in text and "VNNI" in text  # no OpenVINO here
 
 
 def check_predictions(status, body):

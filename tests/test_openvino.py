@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import requests
 import torch
 
 from conftest import SHARED_FLOWERS, keeps_answers, photo_batch
@@ -164,6 +165,8 @@ def test_a_server_on_openvino_answers_concurrent_requests_as_torch_does(
         server.wait_ready(timeout=300)
         served = answers(server)
         assert "backend openvino, precision fp32" in server.log
+        info = requests.get(server.url + "/model-info", timeout=10).json()
+        assert (info["backend"], info["precision"]) == ("openvino", "fp32")  # what the page shows
     for ours, theirs in zip(served, answers(small_server), strict=True):
         assert [p["label"] for p in ours][:1] == [p["label"] for p in theirs][:1]
         assert abs(ours[0]["probability"] - theirs[0]["probability"]) <= 1e-3

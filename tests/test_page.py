@@ -163,7 +163,8 @@ def test_the_page_routes_and_contract(demo_server):
     assert 'type="file"' in page.text and "capture=" in page.text
     info = requests.get(demo_server.url + "/model-info", timeout=10).json()
     assert info == {"arch": "efficientnet_lite0", "classes": 102, "names": True,
-                    "precision": "fp32", "device": info["device"], "demo": True, "top_k": 5}
+                    "precision": "fp32", "backend": "torch", "device": info["device"],
+                    "demo": True, "top_k": 5}
     assert info["device"].startswith("cpu")
     names = requests.get(demo_server.url + "/samples", timeout=10).json()["samples"]
     payloads = sorted(p.name for p in (ROOT / "local_test" / "payloads").iterdir())
