@@ -27,7 +27,7 @@ from flower_classifier.environment import MODEL_DIR, Environment, cpu_count  # n
 from flower_classifier.model.calibration import find_photos, load_photos, with_flips  # noqa: E402
 from flower_classifier.model.checkpoint import load_classifier  # noqa: E402
 from flower_classifier.model.device import select_device  # noqa: E402
-from flower_classifier.model.precision import TORCH, Verdict, compare, fastest  # noqa: E402
+from flower_classifier.model.precision import TORCH, Verdict, fastest  # noqa: E402
 from flower_classifier.model.predictor import MIXED, Predictor  # noqa: E402
 from flower_classifier.model.preprocess import preprocess  # noqa: E402
 from flower_classifier.serving.server import load_model  # noqa: E402
@@ -141,10 +141,10 @@ def raw_limit(predictor: Predictor, batch_sizes: list[int], seconds: float,
 
 
 def candidate_models(model_dir: Path) -> tuple[Predictor, list[tuple[Verdict, object]]]:
-    """Every (backend, precision) the server's "auto" can serve, built as its warm-up builds
-    them (same calibration photos), each with its verdict from the warm-up's answer check
-    against torch fp32 (speed still 0: raw_forwards() times them). torch int8-mixed is built
-    when torch int8 fails the check, with no time budget."""
+    """Every (backend, precision) the server's "auto" can serve, built and checked against
+    torch fp32 as its warm-up does (Predictor.check, same calibration photos), each with its
+    verdict (raw_forwards() then times them properly). torch int8-mixed is built when torch
+    int8 fails the check, with no time budget."""
     env = Environment.from_env({**os.environ, MODEL_DIR: str(model_dir)})
     classifier = load_classifier(model_dir)
     device = select_device()
@@ -155,11 +155,9 @@ def candidate_models(model_dir: Path) -> tuple[Predictor, list[tuple[Verdict, ob
     exact = predictor.answers(sample)
     built = [(Verdict("fp32", 0.0), predictor.model)]
     for backend, precision in predictor.candidates():
-        model = predictor.candidate_model(backend, precision, photos)
-        if model is not None:
-            reduced = predictor.answers(sample, model, precision)
-            built.append((Verdict(precision, 0.0, *compare(exact, reduced), backend=backend),
-                          model))
+        checked = predictor.check(backend, precision, photos, sample, exact)
+        if checked is not None:
+            built.append(checked)
     if any(v.backend == TORCH and v.precision == "int8" and not v.keeps for v, _ in built):
         mixed = predictor.mixed_int8(photos, sample, exact)
         if mixed:

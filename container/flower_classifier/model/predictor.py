@@ -160,14 +160,13 @@ class Predictor:
                          backend, precision, CHECK_BUDGET_S)
                 continue
             began = time.perf_counter()
-            model = self.candidate_model(backend, precision, photos)
-            if model is None:
+            checked = self.check(backend, precision, photos, sample, exact)
+            if checked is None:
                 continue
-            reduced, rate = self.timed_answers(sample, model, precision)
-            verdicts.append(Verdict(precision, rate, *compare(exact, reduced), backend=backend))
-            if verdicts[-1].keeps:  # a model that changes answers is dropped at once
-                models[backend, precision] = model
-            del model
+            verdicts.append(checked[0])
+            if checked[0].keeps:  # a model that changes answers is dropped at once
+                models[backend, precision] = checked[1]
+            del checked
             if (backend, precision) == (TORCH, "int8"):
                 int8_cost = time.perf_counter() - began
         if any(v.precision == "int8" and v.backend == TORCH and not v.keeps for v in verdicts):
@@ -202,6 +201,17 @@ class Predictor:
                             "fp32", self.classifier.arch)
             return verdicts[0]
         return fastest(pool)
+
+    def check(self, backend: str, precision: str, photos: torch.Tensor | None,
+              sample: torch.Tensor, exact: torch.Tensor
+              ) -> tuple[Verdict, nn.Module | OpenVinoModel] | None:
+        """One candidate built, timed on `sample` and compared with torch fp32's `exact`
+        answers: (its verdict, its model), or None (logged) when it cannot be made."""
+        model = self.candidate_model(backend, precision, photos)
+        if model is None:
+            return None
+        reduced, rate = self.timed_answers(sample, model, precision)
+        return Verdict(precision, rate, *compare(exact, reduced), backend=backend), model
 
     def candidate_model(self, backend: str, precision: str,
                         photos: torch.Tensor | None) -> nn.Module | OpenVinoModel | None:
