@@ -71,6 +71,7 @@ def served_predictor(model_dir: Path, batch_sizes: tuple[int, ...]) -> Predictor
     """The model exactly as a server worker loads and warms it, then one forward per size."""
     env = Environment.from_env({**os.environ, MODEL_DIR: str(model_dir)})
     _, predictor = load_model(env)
+    predictor.decide()  # the check a server runs once /ping answers (PRECISION_CHECK=background)
     for size in batch_sizes:
         predictor.forward(torch.randn(size, *predictor.input_shape))
     return predictor
@@ -209,17 +210,19 @@ def reference_rss(model_dir: Path) -> float:
     """Resident memory of one bare process holding the model as a server worker does (same
     loading, precision, layout and allocator settings), after one forward as large as every
     lane's largest batch together (MiB). The server's extra memory over this is what its
-    request handlers and HTTP cost."""
+    request handlers and HTTP cost. Like the server's, its TMPDIR is fresh: it checks every
+    candidate itself rather than reusing this process's cached decision."""
     env, kind = Environment.from_env(), select_device().type
     batch = env.batch_size_for(kind) * env.lanes_for(kind)  # every lane's batch in flight
     code = ("import psutil, run; from pathlib import Path;"
             f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
             "print(psutil.Process().memory_info().rss / 2**20)")
     import subprocess
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # this folder, for `import run`
-        [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env)
+    with tempfile.TemporaryDirectory(prefix="reference-") as fresh:
+        env = {**os.environ, "TMPDIR": fresh, "PYTHONPATH": os.pathsep.join(  # for `import run`
+            [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -322,6 +325,9 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
     bodies = [path.read_bytes() for path in files]
     with ServerProcess(model_dir) as server:
         cold_start = server.wait_ready(timeout=300)
+        # every level measures what the server settles on: the background check's choice
+        waited = server.wait_decided()
+        decided = None if waited is None else cold_start + waited
         idle_rss = server_rss_mib(server.process.pid)
         results = []
         for level in levels:
@@ -344,8 +350,11 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
                                                              for p in probes),
                 **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes))})
         loaded_rss = server_rss_mib(server.process.pid)
-    return {"cold_start_s": cold_start, "rss_idle_mib": idle_rss, "rss_loaded_mib": loaded_rss,
-            "levels": results}
+    return {"cold_start_s": cold_start, "decided_s": decided, "rss_idle_mib": idle_rss,
+            "rss_loaded_mib": loaded_rss, "levels": results}
+
+
+
 
 
 def cpu_accounting(load: Load, probe_forward_ms: float) -> dict:
@@ -388,6 +397,8 @@ def chart(results: dict, path: Path) -> None:
 
 def table(results: dict) -> str:
     raw, base, srv = results["raw_limit"], results["baseline"], results["served"]
+    decided = (f" (/ping answering, torch fp32 serving), the precision check's choice serving "
+               f"from {srv['decided_s']:.1f} s" if srv.get("decided_s") else "")
     lines = [
         f"model {results['arch']} | device {raw['device']} | precision {raw['precision']} | "
         f"{results['machine']}",
@@ -399,7 +410,8 @@ def table(results: dict) -> str:
         "each level's ratios use the means of the raw limit (best batch) and baseline probes "
         "taken between its stretches of load (columns 'raw' and 'base'): the machine's speed "
         "drifts",
-        f"cold start {srv['cold_start_s']:.1f} s | server RSS idle {srv['rss_idle_mib']:.0f} MiB, "
+        f"cold start {srv['cold_start_s']:.1f} s{decided} | server RSS idle "
+        f"{srv['rss_idle_mib']:.0f} MiB, "
         f"after load {srv['rss_loaded_mib']:.0f} MiB | one bare model "
         f"{results['one_model_rss_mib']:.0f} MiB "
         f"(ratio {srv['rss_loaded_mib'] / results['one_model_rss_mib']:.2f})",

@@ -19,6 +19,7 @@ from flower_classifier.model.architectures import (
     head_slot,
     list_architectures,
     preprocessing_for,
+    skipped_init,
 )
 from flower_classifier.model.checkpoint import build_head, placed_head
 
@@ -105,3 +106,22 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     assert all(name in str(info.value) for name in ("vgg16", "convnext_tiny", LITE0))
     with pytest.raises(UnknownArchitecture):
         build_backbone("VGG16")
+
+
+def test_skipped_init_turns_torch_initialisers_off_only_inside():
+    """Loading builds the backbone inside skipped_init() (every tensor is then copied from the
+    checkpoint, all or nothing): no random draw, and torch.nn.init is itself again after, even
+    when the block raises."""
+    original = nn.init.kaiming_uniform_
+    weight = torch.zeros(4, 4)
+    with skipped_init():
+        assert nn.init.kaiming_uniform_(weight) is weight and not weight.any()
+        nn.init.normal_(weight)
+        assert not weight.any()
+        layer = nn.Linear(3, 2)  # reset_parameters() runs and draws nothing
+    assert nn.init.kaiming_uniform_ is original
+    nn.init.normal_(weight)
+    assert weight.any()
+    with pytest.raises(RuntimeError), skipped_init():
+        raise RuntimeError("a failed build")
+    assert nn.init.kaiming_uniform_ is original and layer.weight.shape == (2, 3)

@@ -29,6 +29,9 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
     assert results["baseline"]["images_per_s"] > 0 and results["one_model_rss_mib"] > 0
     served = results["served"]
     assert 0 < served["cold_start_s"] < 300 and served["rss_loaded_mib"] > 0
+    # /ping answers first; every level is measured once the background check has switched
+    assert served["cold_start_s"] < served["decided_s"] < 600
+    assert "the precision check's choice serving from" in result.stdout
     assert [level["concurrency"] for level in served["levels"]] == [1, 2]
     for level in served["levels"]:
         assert set(level["statuses"]) == {"200"} and level["images_per_s"] > 0

@@ -61,7 +61,8 @@ def test_blank_values_mean_default():
     ("MODEL_SERVER_WORKERS", "two"), ("MODEL_SERVER_TIMEOUT", "-1"), ("TOP_K", "0"),
     ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0"), ("MAX_BATCH_SIZE", "1.5"),
     ("INFERENCE_PRECISION", "int4"), ("LOG_LEVEL", "loud"), ("MAX_BATCH_DELAY_MS", "nan"),
-    ("INFERENCE_LANES", "-1"), ("INFERENCE_LANES", "65"), ("INFERENCE_LANES", "two")])
+    ("INFERENCE_LANES", "-1"), ("INFERENCE_LANES", "65"), ("INFERENCE_LANES", "two"),
+    ("PRECISION_CHECK", "later")])
 def test_bad_values_name_the_variable(key, value):
     with pytest.raises(ConfigError) as error:
         Environment.from_env({key: value})

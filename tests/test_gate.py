@@ -128,3 +128,60 @@ def test_images_decoded_while_a_forward_waits_join_its_batch(small_model_dir):
     thread.join(WAIT)
     assert [f.result(timeout=60).shape[0] for f in futures] == [1, 2]
     assert predictor.sizes == [3]  # one forward for both requests
+
+
+def test_alone_waits_for_everything_under_way_and_holds_everything_back():
+    """alone() (the background precision check's timed forwards) shares the cores with
+    nothing: it waits for a decoder and a forward under way, and later ones wait for it."""
+    for exclusive in (True, False):
+        gate = CpuGate(2, exclusive=exclusive)
+        order: list[str] = []
+        decoding, forwarding = threading.Event(), threading.Event()
+        finish_decode, finish_forward, finish_alone = (threading.Event() for _ in range(3))
+
+        def decode(name, started=None, finish=None):
+            with gate.decoding():
+                if started:
+                    started.set()
+                    finish.wait(WAIT)
+                order.append(name)
+
+        def forward(name, started=None, finish=None):
+            with gate.forward():
+                if started:
+                    started.set()
+                    finish.wait(WAIT)
+                order.append(name)
+
+        def alone():
+            with gate.alone():
+                order.append("alone")
+                finish_alone.wait(WAIT)
+
+        threads = [threading.Thread(target=decode, args=("decode", decoding, finish_decode))]
+        threads[0].start()
+        assert decoding.wait(WAIT)
+        if not exclusive:  # an exclusive forward would wait for the decoder itself
+            threads.append(threading.Thread(target=forward,
+                                            args=("forward", forwarding, finish_forward)))
+            threads[-1].start()
+            assert forwarding.wait(WAIT)
+        threads.append(threading.Thread(target=alone))
+        threads[-1].start()
+        wait_until(lambda: gate._alone)
+        later = [threading.Thread(target=decode, args=("later decode",)),
+                 threading.Thread(target=forward, args=("later forward",))]
+        for thread in later:
+            thread.start()
+        time.sleep(0.1)
+        assert order == []  # alone() waits for what is under way; the later ones for alone()
+        finish_decode.set()
+        finish_forward.set()
+        wait_until(lambda: "alone" in order)
+        time.sleep(0.1)
+        assert order[-1] == "alone" and "later decode" not in order
+        assert "later forward" not in order
+        finish_alone.set()
+        for thread in threads + later:
+            thread.join(WAIT)
+        assert set(order[order.index("alone") + 1:]) == {"later decode", "later forward"}

@@ -202,6 +202,10 @@ def test_cpu_variant_builds_and_serves(cpu_image, trained):
         installed = docker_sh(cpu_image, "pip list --format=freeze 2>/dev/null").split()
         for package in ("openvino", "nncf"):
             assert f"{package}=={pinned(package, 'requirements-cpu.txt')}" in installed
+        for _ in range(360):  # the check runs once /ping answers (bounded: 180 s)
+            if "from now on" in logs(name):
+                break
+            time.sleep(0.5)
         checked = logs(name).split("precision check on")[1].splitlines()[0]
         assert "openvino " in checked, checked
     finally:

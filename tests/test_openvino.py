@@ -99,15 +99,15 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
 
 def test_candidates_follow_the_settings():
     auto = Predictor.__new__(Predictor)  # candidates() reads only these settings
-    auto.device, auto.precision = CPU, "auto"
-    auto.backend = "auto"
+    auto.device, auto.requested_precision = CPU, "auto"
+    auto.requested_backend = "auto"
     pairs = auto.candidates()
     assert ("torch", "int8") in pairs and ("openvino", "int8") in pairs
     assert ("openvino", "fp32") in pairs
     assert pairs.index(("torch", "int8")) < pairs.index(("openvino", "int8"))  # NNCF's last
-    auto.backend = "torch"
+    auto.requested_backend = "torch"
     assert all(backend == "torch" for backend, _ in auto.candidates())
-    auto.backend, auto.precision = "openvino", "bf16"
+    auto.requested_backend, auto.requested_precision = "openvino", "bf16"
     assert auto.candidates() == [("openvino", "bf16" if ("openvino", "bf16") in pairs
                                   else "fp32")]
     labels = Predictor.candidate_labels(auto)
@@ -116,17 +116,17 @@ def test_candidates_follow_the_settings():
 
 def test_forced_openvino_serves_openvino_even_when_torch_is_faster():
     predictor = Predictor.__new__(Predictor)
-    predictor.precision, predictor.backend = "auto", "openvino"
+    predictor.requested_precision, predictor.requested_backend = "auto", "openvino"
     predictor.classifier = type("C", (), {"arch": "resnet18"})()
     torch_fp32 = Verdict("fp32", 50.0)
     ov_fp32 = Verdict("fp32", 10.0, True, 1e-6, backend="openvino")
     ov_int8 = Verdict("int8", 80.0, True, 0.05, backend="openvino")  # moves a probability
     assert predictor._pick([torch_fp32, ov_fp32, ov_int8]) is ov_fp32
-    predictor.backend = "auto"
+    predictor.requested_backend = "auto"
     assert predictor._pick([torch_fp32, ov_fp32, ov_int8]) is torch_fp32
     changed = Verdict("fp32", 99.0, False, 0.0, backend="openvino")  # OpenVINO fp32 is checked
     assert predictor._pick([torch_fp32, changed]) is torch_fp32
-    predictor.backend = "openvino"
+    predictor.requested_backend = "openvino"
     assert predictor._pick([torch_fp32, changed]) is torch_fp32  # nothing of OpenVINO keeps
 
 
@@ -163,8 +163,9 @@ def test_a_server_on_openvino_answers_concurrent_requests_as_torch_does(
            "TORCH_NUM_THREADS": "2", "INFERENCE_LANES": "2"}
     with ServerProcess(small_model_dir, env) as server:
         server.wait_ready(timeout=300)
+        assert server.wait_decided() is not None  # torch fp32 answers until then
         served = answers(server)
-        assert "backend openvino, precision fp32" in server.log
+        assert "serving openvino fp32 from now on" in server.log
         info = requests.get(server.url + "/model-info", timeout=10).json()
         assert (info["backend"], info["precision"]) == ("openvino", "fp32")  # what the page shows
     for ours, theirs in zip(served, answers(small_server), strict=True):

@@ -6,7 +6,9 @@ Precision chosen by measurement: fastest(), compare(), decision_key(), DecisionC
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 
 import torch
 
@@ -23,6 +25,7 @@ from flower_classifier.model.precision import (
     fastest,
 )
 from flower_classifier.model.predictor import Predictor
+from flower_classifier.serving.gate import CpuGate
 
 CPU = torch.device("cpu")
 
@@ -112,6 +115,14 @@ def test_layer_sensitivity_ranks_the_layer_int8_hurts_most_first(small_model_dir
     assert ranked[0][0] == "layer3.0.conv2"
     assert not any(name.startswith("fc.") or name == "fc" for name, _ in ranked)  # the head
     assert len(ranked) == 20  # resnet18's 17 convolutions and 3 downsample convolutions
+    # measured in one thread only: a lane forwarding the same model meanwhile adds nothing
+    assert layer_sensitivity(classifier.model, classifier.head_path, batch, cpu_has_vnni(),
+                             threading.get_ident()) == ranked
+    other = threading.Thread(target=lambda: None)
+    other.start()
+    other.join()
+    assert layer_sensitivity(classifier.model, classifier.head_path, batch, cpu_has_vnni(),
+                             other.ident) == []
 
 
 def test_mixed_int8_leaves_the_named_layers_in_fp32(small_model_dir, photos):
@@ -124,3 +135,69 @@ def test_mixed_int8_leaves_the_named_layers_in_fp32(small_model_dir, photos):
     kinds = {name: type(module) for name, module in model.named_modules()}
     assert kinds["layer3.0.conv2"] is torch.nn.Conv2d  # float, as before
     assert kinds["layer3.0.conv1"] is not torch.nn.Conv2d  # quantized (a fused int8 conv)
+
+
+def test_a_deferred_check_serves_fp32_until_decide_then_switches_in_one_step(
+        small_model_dir, photos, tmp_path, caplog):
+    """warm_up(defer=True) leaves torch fp32 serving (the server's /ping answers then);
+    decide() checks every candidate while a lane keeps forwarding through the server's CPU
+    gate, and each of those forwards gets fp32's answers or the chosen precision's, never a
+    mixture; int8's tracing and every timed forward have the cores alone."""
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    sample = with_flips(batch)
+    exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(sample)
+    cache = DecisionCache("deferred", tmp_path)
+    predictor = Predictor(classifier, CPU, "auto")
+    predictor.warm_up((1,), batch, cache, defer=True)
+    assert (predictor.backend, predictor.precision) == ("torch", "fp32")
+    assert predictor.deferred is not None and cache.load() is None  # nothing checked yet
+    assert torch.allclose(predictor.forward(sample), exact, atol=1e-5)
+
+    gate, served, done = CpuGate(2, exclusive=False), [], threading.Event()
+    turns = []
+
+    @contextlib.contextmanager
+    def alone():
+        with gate.alone():
+            turns.append(1)
+            yield
+
+    def lane() -> None:
+        while not done.is_set():
+            with gate.forward():
+                served.append(predictor.forward(sample))
+
+    thread = threading.Thread(target=lane)
+    thread.start()
+    with caplog.at_level(logging.INFO):
+        try:
+            assert predictor.decide(alone) is True
+        finally:
+            done.set()
+            thread.join(timeout=60)
+    assert "check failed" not in caplog.text and "not possible" not in caplog.text
+    assert served and all(keeps_answers(exact, answers) for answers in served)
+    # one timed chunk per candidate (18 inputs), and int8's tracing and converting
+    assert len(turns) >= 1 + len(predictor.candidates()) + 2
+    assert predictor.deferred is None and predictor.decide() is False  # once
+    assert f"serving torch {predictor.precision} from now on" in caplog.text
+    assert cache.load()["precision"] == predictor.precision
+    assert predictor.classifier.model is predictor.model
+    assert keeps_answers(exact, predictor.forward(sample))
+
+
+def test_a_failing_deferred_check_keeps_fp32_serving(small_model_dir, photos, caplog):
+    class Failing(Predictor):
+        def check(self, *args):
+            raise RuntimeError("a candidate blew up")
+
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    predictor = Failing(classifier, CPU, "auto")
+    predictor.warm_up((1,), batch, defer=True)
+    with caplog.at_level(logging.INFO):
+        assert predictor.decide() is True
+    assert "the precision check failed; serving torch fp32" in caplog.text
+    assert (predictor.backend, predictor.precision) == ("torch", "fp32")
+    assert predictor.forward(batch[:2]).shape == (2, len(classifier.classes))

@@ -195,3 +195,35 @@ def test_ping_answers_while_inference_is_saturated(starter_server, photos):
         for thread in threads:
             thread.join(timeout=60)
     assert max(latencies) < 2.0  # SageMaker's ping timeout; the benchmark reports the p99
+
+
+def test_ping_answers_before_the_precision_check_which_then_switches_the_model(
+        small_model_dir, photos, tmp_path):
+    """PRECISION_CHECK=background (the default): /ping answers as soon as torch fp32 is warm,
+    requests are answered meanwhile, and the check's choice then serves: the log names it and
+    /model-info reports it. With PRECISION_CHECK=startup the choice is made before /ping."""
+    body = photos[0].read_bytes()
+    env = {"TMPDIR": str(tmp_path)}  # a fresh decision cache: the check really runs
+    with ServerProcess(small_model_dir, {**env, "PRECISION_CHECK": "background"}) as server:
+        server.wait_ready()
+        ready_log = server.log
+        assert "backend torch, precision fp32" in ready_log
+        assert "the precision check runs once /ping answers" in ready_log
+        assert server.post(body).status_code == 200
+        for _ in range(240):  # bounded: 120 s
+            if "from now on" in server.log:
+                break
+            time.sleep(0.5)
+        log = server.log
+        switched = [line for line in log.splitlines() if "from now on" in line]
+        assert len(switched) == 1, log[-2000:]
+        info = requests.get(server.url + "/model-info", timeout=10).json()
+        assert f"serving {info['backend']} {info['precision']} from now on" in switched[0]
+        assert server.post(body).status_code == 200
+        assert "Traceback" not in log
+    with ServerProcess(small_model_dir, {**env, "PRECISION_CHECK": "startup",
+                                         "TMPDIR": str(tmp_path / "other")}) as server:
+        server.wait_ready()
+        log = server.log
+        assert "precision check on" in log and "from now on" not in log
+        assert "the precision check runs once /ping answers" not in log

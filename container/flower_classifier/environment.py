@@ -23,6 +23,7 @@ MAX_BATCH_DELAY_MS = "MAX_BATCH_DELAY_MS"
 MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 INFERENCE_PRECISION = "INFERENCE_PRECISION"
 INFERENCE_BACKEND = "INFERENCE_BACKEND"
+PRECISION_CHECK = "PRECISION_CHECK"
 INFERENCE_LANES = "INFERENCE_LANES"
 CALIBRATION_IMAGES_DIR = "CALIBRATION_IMAGES_DIR"
 TORCH_THREADS = "TORCH_NUM_THREADS"
@@ -36,6 +37,7 @@ MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 DEFAULT_CALIBRATION_DIR = str(Path(__file__).resolve().parents[1] / "calibration")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
+PRECISION_CHECKS = ("background", "startup")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GRACEFUL_TIMEOUT_S = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 
@@ -137,6 +139,9 @@ class Environment:
     precision: str = _choice("auto", INFERENCE_PRECISION, PRECISIONS)
     # torch, openvino, or auto: the faster that keeps answers (CPU, where OpenVINO is installed)
     backend: str = _choice("auto", INFERENCE_BACKEND, BACKENDS)
+    # when auto's check runs: background (fp32 serves from /ping's first 200 until it is done)
+    # or startup (before /ping answers)
+    precision_check: str = _choice("background", PRECISION_CHECK, PRECISION_CHECKS)
     # photos for the reduced-precision check
     calibration_dir: str = _setting(DEFAULT_CALIBRATION_DIR, CALIBRATION_IMAGES_DIR)
     torch_threads: int = _integer(None, TORCH_THREADS, 1, 1024,

@@ -70,6 +70,22 @@ class ServerProcess:
             time.sleep(0.1)
         raise AssertionError(f"serve not ready after {timeout} s:\n{self.log}")
 
+    def wait_decided(self, timeout: float = 300.0) -> float | None:
+        """After wait_ready(): wait until the background precision check has switched the
+        model (its log line "... from now on"); returns the seconds waited, or None when no
+        check runs (a forced precision, PRECISION_CHECK=startup). Fails after `timeout`
+        seconds or if the process dies."""
+        if "the precision check runs once /ping answers" not in self.log:
+            return None
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if "from now on" in self.log:
+                return time.monotonic() - started
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
+            time.sleep(0.2)
+        raise AssertionError(f"the precision check did not end in {timeout} s:\n{self.log}")
+
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 

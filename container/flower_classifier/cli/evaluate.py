@@ -17,14 +17,16 @@ from ..training.data import ClassFolders
 
 
 def served_model(model_dir: str):
-    """(classifier, predictor) exactly as a serving worker has them: server.load_model with
-    this process's environment (INFERENCE_PRECISION, default auto), so the warm-up's check on
-    the calibration photos picks the precision."""
+    """(classifier, predictor) exactly as a serving worker has them once its precision check
+    is done: server.load_model with this process's environment (INFERENCE_PRECISION, default
+    auto), so the check on the calibration photos picks the precision."""
     from ..environment import MODEL_DIR, Environment
     from ..serving.server import configure_logging, load_model
 
     configure_logging("warning")
-    return load_model(Environment.from_env({**os.environ, MODEL_DIR: model_dir}))
+    classifier, predictor = load_model(Environment.from_env({**os.environ, MODEL_DIR: model_dir}))
+    predictor.decide()  # what a worker runs once /ping answers (PRECISION_CHECK=background)
+    return classifier, predictor
 
 
 def evaluate(model_dir: str, data_dir: str, batch_size: int = 32, num_workers: int = 2,

@@ -21,6 +21,7 @@ from .architectures import (
     build_backbone,
     copy_by_name,
     preprocessing_for,
+    skipped_init,
 )
 from .formats import Found, Layout, NotServable, is_module, migrate
 from .heads import Head, HeadError, from_convention, from_kept, from_record, select_outputs
@@ -179,7 +180,8 @@ def backbone_for(ident: Identified, found: Found, model_dir: Path | None) -> nn.
     """A full checkpoint's backbone is rebuilt from its own weights; a head-only one's comes
     from torchvision's weights (model directory, hub cache, download)."""
     if not ident.head_only and found.scope != "head":
-        return build_backbone(ident.arch)
+        with skipped_init():  # build() copies every backbone tensor from the file, or refuses it
+            return build_backbone(ident.arch)
     try:
         model, note = backbone_for_head(ident.arch, found.backbone_weights, model_dir)
     except WeightsError as error:

@@ -18,6 +18,7 @@ from .architectures import (
     build_backbone,
     head_slot,
     list_architectures,
+    skipped_init,
 )
 
 log = logging.getLogger("flower_classifier")
@@ -82,7 +83,7 @@ class MetaParameters(TorchFunctionMode):
 def _build(arch: str) -> torch.nn.Module:
     """The architecture without memory for its weights: on the meta device, or (regnets,
     which cannot be built there) with only their parameters on it."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), skipped_init():  # shapes only: no weights to initialise
         warnings.simplefilter("ignore")
         try:
             with torch.device("meta"):

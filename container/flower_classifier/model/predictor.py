@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ CHUNK = 8  # the check's forwards run in chunks, so warm-up memory stays at a se
 MIXED = "int8-mixed"  # int8 with the layers most sensitive to it left in fp32
 MIXED_TRIES = (1, 2, 4)  # how many of the most sensitive layers each try leaves in fp32
 CHECK_BUDGET_S = 10.0  # no candidate's check starts after this many seconds of checks
+BACKGROUND_BUDGET_S = 120.0  # the same, for decide(): fp32 serves meanwhile, /ping answers
 OPENVINO = openvino_backend.BACKEND
 
 
@@ -37,21 +40,50 @@ class Predictor:
                  backend: str = TORCH, lanes: int = 1) -> None:
         self.classifier = classifier
         self.device = device
-        self.precision = precision
-        self.backend = backend
         if backend == "auto" and (device.type != "cpu" or not openvino_backend.available()):
-            self.backend = TORCH  # OpenVINO runs on CPUs here, and only where it is installed
+            backend = TORCH  # OpenVINO runs on CPUs here, and only where it is installed
+        # the settings asked for; `precision` and `backend` are what serves now
+        self.requested_precision, self.requested_backend = precision, backend
+        self.backend = backend
         self.lanes = lanes
-        self.model = classifier.model.to(device).to(memory_format=torch.channels_last).eval()
+        model = classifier.model.to(device).to(memory_format=torch.channels_last).eval()
+        self._serving = (model, precision)  # what forward() runs: replaced in one assignment
         self.fp32_layers: tuple[str, ...] = ()  # int8-mixed: the layers kept in fp32
         crop = classifier.preprocessing.crop
         self.input_shape = (3, crop, crop)
         self._converted = None  # the OpenVINO model, while the warm-up checks candidates
+        self.deferred: tuple | None = None  # warm_up(defer=True): the check decide() runs
+        # in decide(): a context in which no lane forwards (timing, and tracing for int8)
+        self._alone: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self._decider: int | None = None  # the thread running decide(), while it runs
+
+    @property
+    def model(self) -> nn.Module | OpenVinoModel:
+        return self._serving[0]
+
+    @model.setter
+    def model(self, model: nn.Module | OpenVinoModel) -> None:
+        self._serving = (model, self._serving[1])
+
+    @property
+    def precision(self) -> str:
+        return self._serving[1]
+
+    @precision.setter
+    def precision(self, precision: str) -> None:
+        self._serving = (self._serving[0], precision)
+
+    def _switch(self, model: nn.Module | OpenVinoModel, precision: str, backend: str) -> None:
+        """Serve `model` in `precision` from the next forward on: a lane forwarding now keeps
+        the pair it took (never the new model with the old precision)."""
+        self.backend = backend
+        self._serving = (model, precision)
+        self.classifier.model = model  # the old model's last reference goes with its forwards
 
     @property
     def measures(self) -> bool:
         """Whether the warm-up checks and times candidates (and can reuse a cached decision)."""
-        return self.precision == "auto" or self.backend != TORCH
+        return self.requested_precision == "auto" or self.requested_backend != TORCH
 
     def candidates(self) -> list[tuple[str, str]]:
         """The (backend, precision) pairs the warm-up checks against torch fp32, in the order
@@ -60,14 +92,14 @@ class Predictor:
         (one conversion; the same arithmetic, so it keeps answers where anything does: 8x
         torch fp32 for the demo's Lite0) and bf16 (one more compile), then NNCF's int8, the
         costliest check."""
-        found = []
-        if self.backend in (TORCH, "auto"):
-            found += [(TORCH, p) for p in precision_candidates(self.precision, self.device)
+        found, precision, backend = [], self.requested_precision, self.requested_backend
+        if backend in (TORCH, "auto"):
+            found += [(TORCH, p) for p in precision_candidates(precision, self.device)
                       if p != "fp32"]
-        if self.backend in (OPENVINO, "auto"):
+        if backend in (OPENVINO, "auto"):
             wanted = ["fp32", *(["bf16"] if cpu_has_bf16() else []), "int8"]
-            if self.precision != "auto":
-                wanted = [p for p in wanted if p == self.precision] or ["fp32"]
+            if precision != "auto":
+                wanted = [p for p in wanted if p == precision] or ["fp32"]
             found += [(OPENVINO, p) for p in wanted]
         order = [(TORCH, "int8"), (TORCH, "fp16"), (TORCH, "bf16"), (OPENVINO, "fp32"),
                  (OPENVINO, "bf16"), (OPENVINO, "int8")]
@@ -79,7 +111,8 @@ class Predictor:
                 for backend, p in self.candidates()]
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._run(self.model, batch, self.precision)
+        model, precision = self._serving
+        return self._run(model, batch, precision)
 
     def _run(self, model: nn.Module | OpenVinoModel, batch: torch.Tensor,
              precision: str) -> torch.Tensor:
@@ -104,28 +137,36 @@ class Predictor:
     def timed_answers(self, batch: torch.Tensor, model: nn.Module | OpenVinoModel | None = None,
                       precision: str = "fp32") -> tuple[torch.Tensor, float]:
         """answers() and the images/s of its fastest full chunk after the first (the first
-        pays one-off costs: kernels picked and primitives built for the shape)."""
-        outputs, rates = [], []
-        for chunk in batch.split(CHUNK):
-            started = time.perf_counter()
-            outputs.append(self._run(model or self.model, chunk, precision))
-            rates.append((len(chunk), len(chunk) / (time.perf_counter() - started)))
-        full = [rate for size, rate in rates if size == CHUNK]
-        timed = full[1:] or full or [rate for _, rate in rates]
-        return torch.cat(outputs), max(timed)
+        pays one-off costs: kernels picked and primitives built for the shape). In decide(),
+        the timed chunks run holding `turn()`: the cores to themselves."""
+        chunks = batch.split(CHUNK)
+        full = [index for index, chunk in enumerate(chunks) if len(chunk) == CHUNK]
+        timed = full[1:] or full or list(range(len(chunks)))
+        outputs, rates = [], {}
+        for index, chunk in enumerate(chunks):
+            with self._alone() if index in timed else contextlib.nullcontext():
+                started = time.perf_counter()
+                outputs.append(self._run(model or self.model, chunk, precision))
+                rates[index] = len(chunk) / (time.perf_counter() - started)
+        return torch.cat(outputs), max(rates[index] for index in timed)
 
     def warm_up(self, batch_sizes: tuple[int, ...], photos: torch.Tensor | None = None,
-                cache: DecisionCache | None = None) -> float:
+                cache: DecisionCache | None = None, defer: bool = False) -> float:
         """Settle the precision on real photos (int8: calibrated on them), then run each batch
         size once. Without photos, bf16/fp16 are checked on noise and int8 falls back to fp32.
-        "auto" checks and times every candidate (precision.py). Returns the seconds taken."""
+        "auto" checks and times every candidate (precision.py); with `defer`, torch fp32 serves
+        until decide() has done so (the server runs it after /ping answers). Returns the
+        seconds taken."""
         started = time.perf_counter()
         if photos is None or not len(photos):
             photos = None
             sample = torch.randn(8, *self.input_shape, generator=torch.Generator().manual_seed(0))
         else:
             sample = with_flips(photos)
-        if self.measures:
+        if self.measures and defer:
+            self.deferred = (photos, sample, cache)
+            self._switch(self.model, "fp32", TORCH)
+        elif self.measures:
             self._choose(photos, sample, cache)
         elif self.precision == "int8":
             self._try_int8(photos, sample)
@@ -137,8 +178,33 @@ class Predictor:
             self.forward(sample.repeat((size + len(sample) - 1) // len(sample), 1, 1, 1)[:size])
         return time.perf_counter() - started
 
+    def decide(self, alone: Callable[[], contextlib.AbstractContextManager] | None = None
+               ) -> bool:
+        """The check warm_up(defer=True) left, run while torch fp32 serves (a server's
+        background thread): the chosen model replaces fp32 in one step. `alone()` must hold
+        every other forward back (the server's CPU gate): it is held around each timed forward,
+        so the timings do not share the cores, and around FX's and torch.export's tracing,
+        which patches torch.nn.Module for the whole process. Without it, nothing else may
+        forward meanwhile. An error is logged and fp32 kept. Returns whether a check was
+        pending."""
+        if self.deferred is None:
+            return False
+        photos, sample, cache = self.deferred
+        self._alone, self._decider = alone or contextlib.nullcontext, threading.get_ident()
+        started = time.perf_counter()
+        try:
+            self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
+        except Exception:  # a failed check costs speed, never the answers: fp32 keeps serving
+            log.exception("the precision check failed; serving torch fp32")
+        finally:
+            self.deferred, self._converted = None, None
+            self._alone, self._decider = contextlib.nullcontext, None
+        log.info("serving %s %s from now on (decided in %.1f s, while fp32 served)",
+                 self.backend, self.precision, time.perf_counter() - started)
+        return True
+
     def _choose(self, photos: torch.Tensor | None, sample: torch.Tensor,
-                cache: DecisionCache | None) -> None:
+                cache: DecisionCache | None, budget: float = CHECK_BUDGET_S) -> None:
         """Check and time torch fp32 and every candidate; serve the fastest that keeps the
         answers (with INFERENCE_BACKEND=openvino, the fastest of OpenVINO's)."""
         candidates = self.candidates()
@@ -151,13 +217,13 @@ class Predictor:
                         tuple(cached.get("fp32_layers", ())), cache)
             return
         started = time.perf_counter()
-        deadline = started + CHECK_BUDGET_S
+        deadline = started + budget
         exact, rate = self.timed_answers(sample)
         verdicts, models, int8_cost = [Verdict("fp32", rate)], {}, 0.0
         for backend, precision in candidates:
             if time.perf_counter() > deadline:
                 log.info("%s %s not checked: the precision checks' %.0f s budget is spent",
-                         backend, precision, CHECK_BUDGET_S)
+                         backend, precision, budget)
                 continue
             began = time.perf_counter()
             checked = self.check(backend, precision, photos, sample, exact)
@@ -178,14 +244,14 @@ class Predictor:
         log.info("precision check on %d inputs: %s; serving %s%s", len(sample),
                  "; ".join(v.describe() for v in verdicts), chosen.label,
                  f" (fp32: {', '.join(self.fp32_layers)})" if chosen.precision == MIXED else "")
-        self.precision, self.backend = chosen.precision, chosen.backend
-        if chosen.backend == OPENVINO:
-            self._serve_openvino(models[OPENVINO, chosen.precision], cache)
-        elif (TORCH, chosen.precision) in models:
-            self.model = self.classifier.model = models[TORCH, chosen.precision]  # frees fp32
-        self._converted = None
         if chosen.precision != MIXED:
             self.fp32_layers = ()
+        model = models.get((chosen.backend, chosen.precision), self.model)  # bf16: fp32's
+        if chosen.backend == OPENVINO:
+            model = self._for_lanes(model, cache)
+        del models
+        self._converted = None
+        self._switch(model, chosen.precision, chosen.backend)  # frees fp32's weights (int8)
         if cache:
             cache.save(chosen.precision, verdicts, backend=chosen.backend,
                        fp32_layers=list(self.fp32_layers))
@@ -193,10 +259,11 @@ class Predictor:
     def _pick(self, verdicts: list[Verdict]) -> Verdict:
         """fastest(), among OpenVINO's verdicts when INFERENCE_BACKEND=openvino and among the
         forced precision's when INFERENCE_PRECISION names one (torch fp32 when none keeps)."""
-        pool = [v for v in verdicts if (self.backend != OPENVINO or v.backend == OPENVINO)
-                and (self.precision in ("auto", v.precision) or v.precision == MIXED)]
+        forced = self.requested_backend == OPENVINO
+        pool = [v for v in verdicts if (not forced or v.backend == OPENVINO)
+                and (self.requested_precision in ("auto", v.precision) or v.precision == MIXED)]
         if not any(v.keeps for v in pool):
-            if self.backend == OPENVINO:
+            if forced:
                 log.warning("no OpenVINO precision keeps fp32's answers for %s: serving torch "
                             "fp32", self.classifier.arch)
             return verdicts[0]
@@ -232,7 +299,8 @@ class Predictor:
             return None
         try:
             if self._converted is None:
-                self._converted = openvino_backend.convert(self.model, self.input_shape)
+                with self._alone():  # torch.export traces: no lane may forward meanwhile
+                    self._converted = openvino_backend.convert(self.model, self.input_shape)
             converted = self._converted
             if precision == "int8":
                 converted = openvino_backend.quantize(converted, photos)
@@ -244,9 +312,9 @@ class Predictor:
                         self.classifier.arch, type(error).__name__, reason)
             return None
 
-    def _serve_openvino(self, checked: OpenVinoModel, cache: DecisionCache | None) -> None:
-        """Serve the OpenVINO model that passed the check, compiled again for the server's
-        lanes (one stream each), and cache its graph (IR files) for the next worker."""
+    def _for_lanes(self, checked: OpenVinoModel, cache: DecisionCache | None) -> OpenVinoModel:
+        """The OpenVINO model that passed the check, compiled again for the server's lanes
+        (one stream each); its graph (IR files) cached for the next worker."""
         if cache:
             openvino_backend.save(checked.graph, cache.artifact(OPENVINO))
         served = checked
@@ -254,7 +322,7 @@ class Predictor:
             served = openvino_backend.compile_model(checked.graph, checked.precision,
                                                     torch.get_num_threads(), self.lanes)
         served.graph = checked.graph = None  # the compiled model holds what it runs
-        self.model = self.classifier.model = served  # frees the torch weights
+        return served
 
     def mixed_int8(self, photos: torch.Tensor, sample: torch.Tensor, exact: torch.Tensor,
                    deadline: float = float("inf"),
@@ -263,11 +331,11 @@ class Predictor:
         layer_sensitivity on the photos): the first that keeps the answers, or None. No try
         starts that would end after `deadline`, each costing about `cost` seconds."""
         ranked = [name for name, _ in layer_sensitivity(self.model, self.classifier.head_path,
-                                                        photos, cpu_has_vnni())]
+                                                        photos, cpu_has_vnni(), self._decider)]
         for count in MIXED_TRIES:
             if time.perf_counter() + cost > deadline:
                 log.info("int8 with fp32 layers not tried further: the precision checks' "
-                         "%.0f s budget is spent", CHECK_BUDGET_S)
+                         "budget is spent")
                 return None
             layers = tuple(ranked[:count])
             quantized = self._quantized(photos, layers)
@@ -284,27 +352,24 @@ class Predictor:
     def _apply(self, backend: str, precision: str, photos: torch.Tensor | None,
                fp32_layers: tuple[str, ...], cache: DecisionCache | None = None) -> None:
         """Serve a decision made earlier: OpenVINO from the cached IR (converted again if it is
-        gone), torch int8 calibrated again on the same photos."""
-        self.precision, self.backend = precision, backend
+        gone), torch int8 calibrated again on the same photos; torch fp32 if it cannot be."""
+        model = self.model if backend == TORCH and precision not in ("int8", MIXED) else None
         if backend == OPENVINO:
             graph = openvino_backend.load(cache.artifact(OPENVINO)) if cache else None
             if graph is not None:
-                self.model = self.classifier.model = openvino_backend.compile_model(
-                    graph, precision, torch.get_num_threads(), self.lanes)
-                return
-            checked = self._openvino(precision, photos)
-            self._converted = None
-            if checked is None:
-                self.precision, self.backend = "fp32", TORCH
+                model = openvino_backend.compile_model(graph, precision,
+                                                       torch.get_num_threads(), self.lanes)
             else:
-                self._serve_openvino(checked, cache)
+                checked = self._openvino(precision, photos)
+                self._converted = None
+                model = self._for_lanes(checked, cache) if checked is not None else None
         elif precision in ("int8", MIXED):
-            quantized = self._quantized(photos, fp32_layers)
-            if quantized is None:
-                self.precision = "fp32"
-            else:
-                self.model = self.classifier.model = quantized
-                self.fp32_layers = fp32_layers
+            model = self._quantized(photos, fp32_layers)
+            self.fp32_layers = fp32_layers if model is not None else ()
+        if model is None:
+            self._switch(self.model, "fp32", TORCH)
+        else:
+            self._switch(model, precision, backend)
 
     def _quantized(self, photos: torch.Tensor | None,
                    fp32_layers: tuple[str, ...] = ()) -> nn.Module | None:
@@ -314,7 +379,7 @@ class Predictor:
             return None
         try:
             return quantize(self.model, self.classifier.head_path, photos, cpu_has_vnni(),
-                            fp32_layers)[0]
+                            fp32_layers, self._alone)[0]
         except Exception as error:  # noqa: BLE001 - any tracing failure means: no int8
             reason = (str(error).splitlines() or [""])[0][:200]
             log.warning("int8 quantization is not possible for %s (%s: %s)",

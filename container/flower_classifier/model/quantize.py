@@ -3,7 +3,10 @@ Weights per output channel, activations calibrated on real photos; the head stay
 """
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
@@ -12,13 +15,17 @@ CALIBRATION_BATCH = 8
 
 
 def quantize(model: nn.Module, head_path: str, photos: torch.Tensor, vnni: bool,
-             fp32_layers: tuple[str, ...] = ()) -> tuple[nn.Module, torch.Tensor]:
+             fp32_layers: tuple[str, ...] = (),
+             alone: Callable[[], AbstractContextManager] = nullcontext
+             ) -> tuple[nn.Module, torch.Tensor]:
     """An int8 model built from `model` (left as it is), with activation ranges taken from
     `photos` (N, 3, H, W), and the fp32 outputs for `photos` computed on the way.
 
     oneDNN's int8 kernels use the full 8-bit activation range on VNNI; without VNNI, fbgemm's
     reduced 7-bit range avoids the int16 overflow of older AVX2/AVX-512 instructions.
-    `fp32_layers` (module names) stay in fp32: the mixed-precision model."""
+    `fp32_layers` (module names) stay in fp32: the mixed-precision model. FX traces by
+    patching torch.nn.Module for the whole process, so tracing and converting run inside
+    `alone()`: where no other thread forwards a model (the server's CPU gate)."""
     import torch.fx.config
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -35,11 +42,13 @@ def quantize(model: nn.Module, head_path: str, photos: torch.Tensor, vnni: bool,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per call
-            observed = prepare_fx(model.eval(), mapping, (photos[:1],))  # leaves `model` as is
+            with alone():
+                observed = prepare_fx(model.eval(), mapping, (photos[:1],))  # `model` as is
             with torch.no_grad():
                 outputs = torch.cat([observed(chunk)
                                      for chunk in photos.split(CALIBRATION_BATCH)])
-            return convert_fx(observed), outputs
+            with alone():
+                return convert_fx(observed), outputs
     finally:
         torch.fx.config.do_not_emit_stack_traces = stack_traces
 
@@ -69,15 +78,18 @@ def _fake_int8(x: torch.Tensor, observer) -> torch.Tensor:
 
 
 def layer_sensitivity(model: nn.Module, head_path: str, photos: torch.Tensor,
-                      vnni: bool) -> list[tuple[str, float]]:
+                      vnni: bool, thread: int | None = None) -> list[tuple[str, float]]:
     """Each Conv2d and Linear outside the head, with the relative error that int8 inputs and
     weights add to its own output on `photos` (one fp32 pass, each layer fed its fp32 input),
-    the most sensitive first."""
+    the most sensitive first. With `thread` (an ident), only that thread's forwards are
+    measured: the server's lanes may be forwarding the same model meanwhile."""
     qconfig = _qconfig(vnni)
     errors: dict[str, float] = {}
 
     def hook(name: str):
         def measure(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if thread is not None and threading.get_ident() != thread:
+                return
             x = _fake_int8(args[0], qconfig.activation)
             w = _fake_int8(module.weight, qconfig.weight)
             if isinstance(module, nn.Conv2d):

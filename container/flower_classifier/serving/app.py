@@ -88,14 +88,13 @@ def create_app(handler: Handler, env: Environment) -> Flask:
             "MaxPayloadInMB": int(env.max_payload_mb),
         }).encode())
 
-    info = model_info(handler, env)
-
     @app.get("/")
     @app.get("/model-info")
     @app.get("/samples")
     @app.get("/samples/<path:name>")
     def try_it(name: str | None = None) -> Response:
-        status, content_type, body = page.answer(request.path, env.calibration_dir, info)
+        status, content_type, body = page.answer(request.path, env.calibration_dir,
+                                                   model_info(handler, env))
         return Response(body, status=status, content_type=content_type, headers=page.HEADERS)
 
     @app.errorhandler(ServingError)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 class CpuGate:
     """decoding(): shared, at most `width` at once. forward(): exclusive when `exclusive`.
+    alone(): nothing else at all (the background precision check's timed forwards).
 
     A forward that asks for the gate lets every decoder that arrived before it finish (their
     images can join its batch), and holds back later ones until it is done. On a GPU the
@@ -21,8 +22,10 @@ class CpuGate:
         self._cond = threading.Condition()
         self._arrived = 0  # tickets handed out
         self._unfinished: set[int] = set()
-        self._active = 0
+        self._active = 0  # decoders running
+        self._forwarding = 0  # forwards running
         self._cutoff: int | None = None  # while a forward waits or runs: its first later ticket
+        self._alone = False  # while alone() waits or runs: nothing new starts
 
     @contextmanager
     def decoding(self) -> Iterator[None]:
@@ -30,7 +33,7 @@ class CpuGate:
             ticket = self._arrived
             self._arrived += 1
             self._unfinished.add(ticket)
-            self._cond.wait_for(lambda: self._active < self.width
+            self._cond.wait_for(lambda: self._active < self.width and not self._alone
                                 and (self._cutoff is None or ticket < self._cutoff))
             self._active += 1
         try:
@@ -43,15 +46,34 @@ class CpuGate:
 
     @contextmanager
     def forward(self) -> Iterator[None]:
-        if not self.exclusive:
-            yield
-            return
         with self._cond:
-            cutoff = self._cutoff = self._arrived
-            self._cond.wait_for(lambda: all(t >= cutoff for t in self._unfinished))
+            if self.exclusive:
+                cutoff = self._cutoff = self._arrived
+                self._cond.wait_for(lambda: not self._alone
+                                    and all(t >= cutoff for t in self._unfinished))
+            else:
+                self._cond.wait_for(lambda: not self._alone)
+            self._forwarding += 1
         try:
             yield
         finally:
             with self._cond:
-                self._cutoff = None
+                self._forwarding -= 1
+                if self.exclusive:
+                    self._cutoff = None
+                self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """The cores to the caller alone: decoders and forwards under way finish, and new ones
+        wait until it is done (so a forward timed inside is timed as it runs unshared)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone)
+            self._alone = True
+            self._cond.wait_for(lambda: self._active == 0 and self._forwarding == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
                 self._cond.notify_all()

@@ -3,6 +3,7 @@ the bundled demo model (local_test/test_dir/model, recognised by its checkpoint'
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ DEMO_CHECKPOINT_SIZE = 14_267_825
 DEMO_CHECKPOINT_SHA256 = "c19189831a112edf40eb5db3033e2cca4076f42535b89afdeb2c01b86aed511c"
 
 
+@functools.lru_cache(maxsize=8)
 def is_demo(model_dir: str | Path) -> bool:
     """True when the model directory's checkpoint is the demo's, byte for byte (hashed only
     when the size matches, so a large checkpoint costs one stat)."""
@@ -28,7 +30,8 @@ def is_demo(model_dir: str | Path) -> bool:
 
 
 def model_info(handler: Handler, env: Environment) -> dict:
-    """The few facts the page shows next to an answer; computed once, at start-up."""
+    """The few facts the page shows next to an answer, as they are now: the precision and
+    backend change once the background precision check has decided."""
     classifier, predictor = handler.classifier, handler.batcher.predictor
     return {
         "arch": classifier.arch,

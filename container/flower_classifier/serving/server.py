@@ -73,15 +73,37 @@ def load_model(env: Environment, slot: int = 0):
         cache = DecisionCache(decision_key([*model_files, *photos], predictor.candidate_labels(),
                                            str(device)))
     warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
-                                                env.max_image_pixels), cache)
+                                                env.max_image_pixels), cache,
+                             defer=env.precision_check == "background")
     trim_heap()  # the warm-up's fp32 activations are bigger than int8 serving's
     log.info("model: %s (%s format), %d classes, %s from %s", classifier.arch,
              classifier.source_format, len(classifier.classes),
              "with names" if classifier.labels else "no cat_to_name.json", env.model_dir)
-    log.info("device: %s; backend %s, precision %s; loaded in %.1f s, warmed up in %.1f s",
+    log.info("device: %s; backend %s, precision %s; loaded in %.1f s, warmed up in %.1f s%s",
              describe(device), predictor.backend, predictor.precision,
-             time.perf_counter() - started - warm, warm)
+             time.perf_counter() - started - warm, warm,
+             "; the precision check runs once /ping answers" if predictor.deferred else "")
     return classifier, predictor
+
+
+def start_precision_check(predictor, gate, torch_threads: int) -> threading.Thread | None:
+    """Run the check load_model deferred in a thread of its own, on `torch_threads` threads,
+    each timed forward holding the CPU gate alone (no lane or decoder shares the cores with
+    it, so the candidates are timed alike under any traffic); the heap is trimmed after it
+    (the candidates it dropped). None when no check is pending."""
+    if predictor.deferred is None:
+        return None
+
+    def check() -> None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        predictor.decide(gate.alone)
+        trim_heap()
+
+    thread = threading.Thread(target=check, name="precision-check", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_backend(backend: str, device) -> None:
@@ -131,7 +153,9 @@ def build_app(env: Environment):
     # bounds the decoders
     gate = CpuGate(cpu_count(), exclusive=kind == "cpu" and lanes == 1)
     batcher = Batcher(predictor, batch_size, env.max_batch_delay_ms, gate, lanes, torch_threads)
-    return create_app(Handler(classifier, batcher, env), env)
+    app = create_app(Handler(classifier, batcher, env), env)
+    start_precision_check(predictor, gate, env.torch_threads)
+    return app
 
 
 WORKER_SLOT = 0  # this worker's slot, set after fork: worker N uses GPU N
