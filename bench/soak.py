@@ -23,10 +23,12 @@ from pathlib import Path
 import requests
 from measure import percentile, tree_rss
 
+from flower_classifier.harness.checkpoints import make_project_checkpoint
+from flower_classifier.harness.payloads import generated_body
+from flower_classifier.harness.server import ServerProcess
 from flower_classifier.model.images import IMAGE_TYPES, is_image_name
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 CORPUS = ROOT / "tests" / "corpus"
 PHOTOS = ROOT / "local_test" / "payloads"
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
@@ -44,24 +46,13 @@ def load_requests(limit_bytes: int) -> tuple[list[dict], list[dict]]:
         if case["content_type"] is not None:
             headers["Content-Type"] = case["content_type"]
         if "generate" in case:
-            body = generated(case, limit_bytes)
+            body = generated_body(case, limit_bytes)
         else:
             body = (CORPUS / "files" / case["file"]).read_bytes()
         hostile.append({"name": case["name"], "body": body, "headers": headers,
                         "expected": case["status"],
                         "chunked": case.get("generate") == "chunked_jpeg"})
     return good, hostile
-
-
-def generated(case: dict, limit: int) -> bytes:
-    from test_hostile_inputs import small_jpeg  # the same recipes as the corpus test
-    if case["generate"] in ("pad_jpeg", "chunked_jpeg"):
-        image = small_jpeg()
-        if case["offset"] is None:
-            return image
-        return image + b"\0" * (limit + case["offset"] - len(image))
-    head, tail = b'{"instances": [{"b64": "', b'"}]}'
-    return head + b"A" * (limit + case["offset"] - len(head) - len(tail)) + tail
 
 
 def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: float,
@@ -218,11 +209,9 @@ def main() -> int:
     if args.url:
         summary = run(args.url.rstrip("/"), args.pid)
     else:
-        from helpers.serving import ServerProcess
         with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
             model_dir = Path(args.model_dir) if args.model_dir else None
             if model_dir is None:
-                from helpers.checkpoints import make_project_checkpoint
                 model_dir = make_project_checkpoint(Path(tmp), NAMES)
             env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": f"{args.payload_mb:g}"}
             for item in args.env:
