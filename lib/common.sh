@@ -253,13 +253,11 @@ resource_suffix() {
 # Models and endpoint configs are named "<endpoint>-<YYYYmmdd-HHMMSS>-<4 hex>".
 owned_name_regex() { echo "^$1-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}\$"; }
 
-# content_type_of_names: file names on stdin -> the one content type a transform job sends:
-# image/jpeg or image/png when all agree, else application/x-image (the container sniffs).
+# content_type_of_names: file names on stdin (one a line) -> the one content type a transform job
+# sends: image/jpeg or image/png when all agree, else application/x-image (the container
+# sniffs). The table is the client's, container/flower_classifier/serving/file_types.py.
 content_type_of_names() {
-  local types
-  types="$(awk '{k = tolower($0)} k ~ /\.jpe?g$/ {print "image/jpeg"; next}
-    k ~ /\.png$/ {print "image/png"; next} {print "application/x-image"}' | sort -u)"
-  if [[ -z "$types" || "$types" == *$'\n'* ]]; then echo application/x-image; else echo "$types"; fi
+  "${PYTHON:-python3}" "$(dirname "${BASH_SOURCE[0]}")/../container/flower_classifier/serving/file_types.py"
 }
 
 # ---- Training jobs (train/) ---------------------------------------------------------------
