@@ -6,10 +6,19 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from flower_classifier.harness.server import ServerProcess, free_port
+from flower_classifier.serving.file_types import type_of_name
 
-__all__ = ["RuntimeProxy", "ServerProcess", "free_port"]
+__all__ = ["RuntimeProxy", "ServerProcess", "free_port", "served_answer"]
+
+
+def served_answer(server: ServerProcess, photo: Path) -> dict:
+    """The server's JSON answer for one photo file, sent with its file's content type (a 200)."""
+    response = server.post(photo.read_bytes(), type_of_name(photo.name))
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 class RuntimeProxy:
