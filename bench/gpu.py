@@ -15,9 +15,9 @@ import torch
 from measure import percentile
 from run import ROOT, Load, load_level, model_dir_for, photos
 
+from flower_classifier.harness.server import ServerProcess
 from flower_classifier.model.checkpoint import load_classifier
 from flower_classifier.model.predictor import Predictor
-from helpers.serving import ServerProcess
 
 GOAL = 0.70  # served resnet50 >= 70% of its best raw batched fp16 forward
 

@@ -16,24 +16,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import torch
+from measure import percentile, server_processes, tree_rss
+from PIL import Image
+
+from flower_classifier.environment import MODEL_DIR, Environment, cpu_count
+from flower_classifier.harness.checkpoints import make_project_checkpoint, make_starter_checkpoint
+from flower_classifier.harness.server import ServerProcess
+from flower_classifier.model.calibration import find_photos, load_photos, with_flips
+from flower_classifier.model.checkpoint import load_classifier
+from flower_classifier.model.device import select_device
+from flower_classifier.model.precision import TORCH, Verdict, fastest
+from flower_classifier.model.predictor import MIXED, Predictor
+from flower_classifier.model.preprocess import preprocess
+from flower_classifier.serving.server import load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
-
-import torch  # noqa: E402
-from measure import percentile, server_processes, tree_rss  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from flower_classifier.environment import MODEL_DIR, Environment, cpu_count  # noqa: E402
-from flower_classifier.model.calibration import find_photos, load_photos, with_flips  # noqa: E402
-from flower_classifier.model.checkpoint import load_classifier  # noqa: E402
-from flower_classifier.model.device import select_device  # noqa: E402
-from flower_classifier.model.precision import TORCH, Verdict, fastest  # noqa: E402
-from flower_classifier.model.predictor import MIXED, Predictor  # noqa: E402
-from flower_classifier.model.preprocess import preprocess  # noqa: E402
-from flower_classifier.serving.server import load_model  # noqa: E402
-from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint  # noqa: E402
-from helpers.serving import ServerProcess  # noqa: E402
-
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
 SHARED_VALID = ROOT.parent / "shared" / "flowers" / "valid"
 BATCH_SIZES = [1, 4, 8, 16]

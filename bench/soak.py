@@ -23,10 +23,12 @@ from pathlib import Path
 import requests
 from measure import percentile, tree_rss
 
+from flower_classifier.harness.checkpoints import make_project_checkpoint
+from flower_classifier.harness.payloads import generated_body
+from flower_classifier.harness.server import ServerProcess
 from flower_classifier.model.images import IMAGE_TYPES, is_image_name
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]  # the test helpers: ServerProcess, checkpoints
 CORPUS = ROOT / "tests" / "corpus"
 PHOTOS = ROOT / "local_test" / "payloads"
 NAMES = ROOT / "local_test" / "test_dir" / "model" / "cat_to_name.json"
@@ -44,7 +46,7 @@ def load_requests(limit_bytes: int) -> tuple[list[dict], list[dict]]:
         if case["content_type"] is not None:
             headers["Content-Type"] = case["content_type"]
         if "generate" in case:
-            body = generated(case, limit_bytes)
+            body = generated_body(case, limit_bytes)
         else:
             body = (CORPUS / "files" / case["file"]).read_bytes()
         hostile.append({"name": case["name"], "body": body, "headers": headers,
@@ -53,137 +55,169 @@ def load_requests(limit_bytes: int) -> tuple[list[dict], list[dict]]:
     return good, hostile
 
 
-def generated(case: dict, limit: int) -> bytes:
-    from test_hostile_inputs import small_jpeg  # the same recipes as the corpus test
-    if case["generate"] in ("pad_jpeg", "chunked_jpeg"):
-        image = small_jpeg()
-        if case["offset"] is None:
-            return image
-        return image + b"\0" * (limit + case["offset"] - len(image))
-    head, tail = b'{"instances": [{"b64": "', b'"}]}'
-    return head + b"A" * (limit + case["offset"] - len(head) - len(tail)) + tail
+class Soak:
+    """One soak run's traffic and records: client threads send mixed requests, a pinger probes
+    /ping, a sampler (given the server's pid) tracks its RSS; all record here, under `lock`."""
 
+    def __init__(self, url: str, pid: int | None, minutes: float, warmup_s: float,
+                 hostile_share: float, limit_bytes: int, seed: int) -> None:
+        self.url, self.pid, self.hostile_share, self.seed = url, pid, hostile_share, seed
+        self.warmup_s = warmup_s
+        self.good, self.hostile = load_requests(limit_bytes)
+        self.duration = minutes * 60
+        self.started = time.monotonic()
+        self.deadline = self.started + self.duration
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.counts: Counter = Counter()
+        self.unexpected: list[str] = []
+        self.latencies: list[float] = []
+        self.pings: list[float] = []
+        self.ping_failures: list[str] = []
+        self.rss: list[tuple[float, int]] = []
+        self.workers_seen: list[set[int]] = []
 
-def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: float,
-         hostile_share: float, limit_bytes: int, seed: int) -> dict:
-    good, hostile = load_requests(limit_bytes)
-    duration = minutes * 60
-    started = time.monotonic()
-    deadline = started + duration
-    stop = threading.Event()
-    lock = threading.Lock()
-    counts: Counter = Counter()
-    unexpected: list[str] = []
-    latencies: list[float] = []
-    pings: list[float] = []
-    ping_failures: list[str] = []
-    rss: list[tuple[float, int]] = []
-    workers_seen: list[set[int]] = []
+    def running(self) -> bool:
+        return not self.stop.is_set() and time.monotonic() < self.deadline
 
-    def client(index: int) -> None:
-        rng = random.Random(seed * 1000 + index)
+    def client(self, index: int) -> None:
+        rng = random.Random(self.seed * 1000 + index)
         session = requests.Session()
-        while not stop.is_set() and time.monotonic() < deadline:
-            item = rng.choice(hostile if rng.random() < hostile_share else good)
+        while self.running():
+            item = rng.choice(self.hostile if rng.random() < self.hostile_share else self.good)
             body = item["body"]
             if item["chunked"]:
                 body = (item["body"][i:i + 65536] for i in range(0, len(item["body"]), 65536))
             sent = time.monotonic()
             try:
-                response = session.post(url + "/invocations", data=body, headers=item["headers"],
-                                        timeout=60)
+                response = session.post(self.url + "/invocations", data=body,
+                                        headers=item["headers"], timeout=60)
                 status = response.status_code
                 clean = "Traceback" not in response.text and (
                     response.headers.get("Content-Type", "").startswith("application/json"))
             except requests.RequestException as error:
                 status, clean = f"error:{type(error).__name__}", False
                 session = requests.Session()
-            elapsed = time.monotonic() - sent
-            with lock:
-                counts[(item["expected"], status)] += 1
-                latencies.append(elapsed)
-                if status != item["expected"] or not clean:
-                    unexpected.append(f"{item['name']}: expected {item['expected']}, got {status}")
+            self.record(item, status, clean, time.monotonic() - sent)
 
-    def pinger() -> None:
-        while not stop.is_set() and time.monotonic() < deadline:
+    def record(self, item: dict, status, clean: bool, elapsed: float) -> None:
+        with self.lock:
+            self.counts[(item["expected"], status)] += 1
+            self.latencies.append(elapsed)
+            if status != item["expected"] or not clean:
+                self.unexpected.append(
+                    f"{item['name']}: expected {item['expected']}, got {status}")
+
+    def pinger(self) -> None:
+        while self.running():
             sent = time.monotonic()
             try:
-                status = requests.get(url + "/ping", timeout=PING_LIMIT_S).status_code
+                status = requests.get(self.url + "/ping", timeout=PING_LIMIT_S).status_code
                 if status != 200:
-                    ping_failures.append(f"status {status}")
+                    self.ping_failures.append(f"status {status}")
             except requests.RequestException as error:
-                ping_failures.append(type(error).__name__)
-            pings.append(time.monotonic() - sent)
-            stop.wait(0.25)
+                self.ping_failures.append(type(error).__name__)
+            self.pings.append(time.monotonic() - sent)
+            self.stop.wait(0.25)
 
-    def sampler() -> None:
-        while not stop.is_set() and time.monotonic() < deadline:
-            total, children = tree_rss(pid)
-            rss.append((time.monotonic() - started, total))
-            workers_seen.append(children)
-            stop.wait(1.0)
+    def sampler(self) -> None:
+        while self.running():
+            total, children = tree_rss(self.pid)
+            self.rss.append((time.monotonic() - self.started, total))
+            self.workers_seen.append(children)
+            self.stop.wait(1.0)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
-    threads.append(threading.Thread(target=pinger, daemon=True))
-    if pid:
-        threads.append(threading.Thread(target=sampler, daemon=True))
-    for thread in threads:
-        thread.start()
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
-            with lock:
-                done = sum(counts.values())
-            print(f"  {time.monotonic() - started:6.0f} s  {done} requests  "
-                  f"{len(unexpected)} unexpected  ping max "
-                  f"{max(pings, default=0) * 1000:.0f} ms"
-                  + (f"  rss {rss[-1][1] / 2**20:.0f} MiB" if rss else ""), flush=True)
-    finally:
-        stop.set()
+    def run(self, concurrency: int) -> float:
+        """Start the threads, print progress every 10 s until the deadline, stop them; returns
+        the seconds the run took."""
+        threads = [threading.Thread(target=self.client, args=(i,), daemon=True)
+                   for i in range(concurrency)]
+        threads.append(threading.Thread(target=self.pinger, daemon=True))
+        if self.pid:
+            threads.append(threading.Thread(target=self.sampler, daemon=True))
         for thread in threads:
-            thread.join(timeout=90)
-    elapsed = time.monotonic() - started
+            thread.start()
+        try:
+            while time.monotonic() < self.deadline:
+                time.sleep(min(10.0, max(0.0, self.deadline - time.monotonic())))
+                self.progress()
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(timeout=90)
+        return time.monotonic() - self.started
 
-    summary = {
-        "url": url, "duration_s": round(elapsed, 1), "concurrency": concurrency,
-        "hostile_share": hostile_share, "requests": sum(counts.values()),
-        "throughput_rps": round(sum(counts.values()) / elapsed, 1),
-        "statuses": {f"expected {e} got {g}": n for (e, g), n in sorted(counts.items(), key=str)},
-        "unexpected": len(unexpected), "unexpected_examples": unexpected[:10],
-        "latency_ms": {"p50": round(percentile(latencies, 50) * 1000),
-                       "p99": round(percentile(latencies, 99) * 1000)},
-        "ping": {"count": len(pings), "failures": len(ping_failures),
-                 "p50_ms": round(percentile(pings, 50) * 1000, 1),
-                 "p99_ms": round(percentile(pings, 99) * 1000, 1),
-                 "max_ms": round(max(pings, default=float("nan")) * 1000, 1)},
-    }
-    if rss:
-        # Medians of 30 s windows: one in-flight 6 MB body or 40 MP decode is a transient
-        # spike (reported as the peak), not growth; a leak moves the median.
-        window = min(30.0, max(1.0, (duration - warmup_s) / 4))
+    def progress(self) -> None:
+        with self.lock:
+            done = sum(self.counts.values())
+        print(f"  {time.monotonic() - self.started:6.0f} s  {done} requests  "
+              f"{len(self.unexpected)} unexpected  ping max "
+              f"{max(self.pings, default=0) * 1000:.0f} ms"
+              + (f"  rss {self.rss[-1][1] / 2**20:.0f} MiB" if self.rss else ""), flush=True)
+
+    def summary(self, elapsed: float, concurrency: int) -> dict:
+        """Counts, latencies and /ping figures; RSS growth when sampled."""
+        counts, pings = self.counts, self.pings
+        summary = {
+            "url": self.url, "duration_s": round(elapsed, 1), "concurrency": concurrency,
+            "hostile_share": self.hostile_share, "requests": sum(counts.values()),
+            "throughput_rps": round(sum(counts.values()) / elapsed, 1),
+            "statuses": {f"expected {e} got {g}": n
+                         for (e, g), n in sorted(counts.items(), key=str)},
+            "unexpected": len(self.unexpected), "unexpected_examples": self.unexpected[:10],
+            "latency_ms": {"p50": round(percentile(self.latencies, 50) * 1000),
+                           "p99": round(percentile(self.latencies, 99) * 1000)},
+            "ping": {"count": len(pings), "failures": len(self.ping_failures),
+                     "p50_ms": round(percentile(pings, 50) * 1000, 1),
+                     "p99_ms": round(percentile(pings, 99) * 1000, 1),
+                     "max_ms": round(max(pings, default=float("nan")) * 1000, 1)},
+        }
+        if self.rss:
+            summary["rss"] = self.rss_growth()
+            summary["workers_replaced"] = len(
+                {frozenset(w) for w in self.workers_seen if w}) > 1
+        return summary
+
+    def rss_growth(self) -> dict:
+        """Medians of 30 s windows: one in-flight 6 MB body or 40 MP decode is a transient
+        spike (reported as the peak), not growth; a leak moves the median."""
+        rss, warmup_s = self.rss, self.warmup_s
+        window = min(30.0, max(1.0, (self.duration - warmup_s) / 4))
         warm = [r for t, r in rss if warmup_s <= t < warmup_s + window] or [rss[0][1]]
         end = [r for t, r in rss if t >= rss[-1][0] - window]
         warm_mib, end_mib = statistics.median(warm) / 2**20, statistics.median(end) / 2**20
-        summary["rss"] = {"warm_mib": round(warm_mib, 1), "end_mib": round(end_mib, 1),
-                          "peak_mib": round(max(r for _, r in rss) / 2**20, 1),
-                          "growth_pct": round((end_mib - warm_mib) / warm_mib * 100, 2),
-                          "measured": f"median of the {window:g} s after warm-up vs median "
-                                      f"of the last {window:g} s, master + workers",
-                          "warmup_s": warmup_s,
-                          "series_mib": [[round(t), round(r / 2**20)] for t, r in rss[::5]]}
-        summary["workers_replaced"] = len({frozenset(w) for w in workers_seen if w}) > 1
-    failures = []
-    if summary["unexpected"]:
-        failures.append(f"{summary['unexpected']} unexpected statuses")
-    if ping_failures or summary["ping"]["max_ms"] >= PING_LIMIT_S * 1000:
-        failures.append(f"/ping: {len(ping_failures)} failures, max {summary['ping']['max_ms']} ms")
-    if rss and summary["rss"]["growth_pct"] >= 10:
-        failures.append(f"RSS grew {summary['rss']['growth_pct']}% after warm-up")
-    if summary.get("workers_replaced"):
-        failures.append("a worker died and was replaced")
-    summary["failures"] = failures
-    summary["passed"] = not failures
+        return {"warm_mib": round(warm_mib, 1), "end_mib": round(end_mib, 1),
+                "peak_mib": round(max(r for _, r in rss) / 2**20, 1),
+                "growth_pct": round((end_mib - warm_mib) / warm_mib * 100, 2),
+                "measured": f"median of the {window:g} s after warm-up vs median "
+                            f"of the last {window:g} s, master + workers",
+                "warmup_s": warmup_s,
+                "series_mib": [[round(t), round(r / 2**20)] for t, r in rss[::5]]}
+
+    def failures(self, summary: dict) -> list[str]:
+        """What fails the soak: unexpected statuses, a slow or failing /ping, RSS growth of
+        10% or more, a replaced worker."""
+        failures = []
+        if summary["unexpected"]:
+            failures.append(f"{summary['unexpected']} unexpected statuses")
+        if self.ping_failures or summary["ping"]["max_ms"] >= PING_LIMIT_S * 1000:
+            failures.append(f"/ping: {len(self.ping_failures)} failures, "
+                            f"max {summary['ping']['max_ms']} ms")
+        if self.rss and summary["rss"]["growth_pct"] >= 10:
+            failures.append(f"RSS grew {summary['rss']['growth_pct']}% after warm-up")
+        if summary.get("workers_replaced"):
+            failures.append("a worker died and was replaced")
+        return failures
+
+
+def soak(url: str, pid: int | None, minutes: float, concurrency: int, warmup_s: float,
+         hostile_share: float, limit_bytes: int, seed: int) -> dict:
+    """Run the soak and return its summary, with `failures` and `passed`."""
+    run = Soak(url, pid, minutes, warmup_s, hostile_share, limit_bytes, seed)
+    elapsed = run.run(concurrency)
+    summary = run.summary(elapsed, concurrency)
+    summary["failures"] = run.failures(summary)
+    summary["passed"] = not summary["failures"]
     return summary
 
 
@@ -218,11 +252,9 @@ def main() -> int:
     if args.url:
         summary = run(args.url.rstrip("/"), args.pid)
     else:
-        from helpers.serving import ServerProcess
         with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
             model_dir = Path(args.model_dir) if args.model_dir else None
             if model_dir is None:
-                from helpers.checkpoints import make_project_checkpoint
                 model_dir = make_project_checkpoint(Path(tmp), NAMES)
             env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": f"{args.payload_mb:g}"}
             for item in args.env:

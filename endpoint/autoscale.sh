@@ -17,23 +17,19 @@ USAGE
 }
 
 NAME=$DEFAULT_ENDPOINT_NAME MIN=1 MAX=4 TARGET=100 SCALE_IN=300 SCALE_OUT=60
-while [[ $# -gt 0 ]]; do
+declare -A SWITCHES=()
+set_option() {
   case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --*) need_arg "$1" "${2:-}"
-      case "$1" in
-        --name) NAME=$2 ;;
-        --min) need_int "$1" "$2"; MIN=$2 ;;
-        --max) need_int "$1" "$2"; MAX=$2 ;;
-        --target) need_int "$1" "$2"; TARGET=$2 ;;
-        --scale-in-cooldown) need_int "$1" "$2"; SCALE_IN=$2 ;;
-        --scale-out-cooldown) need_int "$1" "$2"; SCALE_OUT=$2 ;;
-        *) die "unknown option '$1' (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument '$1' (see --help)" ;;
+    --name) NAME=$2 ;;
+    --min) need_int "$1" "$2"; MIN=$2 ;;
+    --max) need_int "$1" "$2"; MAX=$2 ;;
+    --target) need_int "$1" "$2"; TARGET=$2 ;;
+    --scale-in-cooldown) need_int "$1" "$2"; SCALE_IN=$2 ;;
+    --scale-out-cooldown) need_int "$1" "$2"; SCALE_OUT=$2 ;;
+    *) return 1 ;;
   esac
-done
+}
+parse_options "$@"
 check_endpoint_name "$NAME"
 ((MIN <= MAX)) || die "--min ($MIN) must not exceed --max ($MAX)"
 check_credentials

@@ -31,32 +31,25 @@ USAGE
 NAME=$DEFAULT_ENDPOINT_NAME INPUT="" OUTPUT="" MODEL="" MODEL_DATA="" IMAGE="" ROLE=""
 INSTANCE_TYPE=ml.m5.xlarge INSTANCE_COUNT=1 CONTENT_TYPE="" MAX_PAYLOAD="" MAX_CONCURRENT=""
 TIMEOUT=7200 POLL=30 DRY_RUN=0
-while [[ $# -gt 0 ]]; do
+declare -A SWITCHES=([--dry-run]=DRY_RUN)
+set_option() {
   case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    --*) need_arg "$1" "${2:-}"
-      case "$1" in
-        --name) NAME=$2 ;;
-        --input) check_s3_uri "$1" "$2"; INPUT=${2%/} ;;
-        --output) check_s3_uri "$1" "$2"; OUTPUT=${2%/} ;;
-        --model-name) MODEL=$2 ;;
-        --model-data) MODEL_DATA=$2 ;;
-        --image) check_image_uri "$2"; IMAGE=$2 ;;
-        --role) check_role_arn "$2"; ROLE=$2 ;;
-        --instance-type) INSTANCE_TYPE=$2 ;;
-        --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2 ;;
-        --content-type) CONTENT_TYPE=$2 ;;
-        --max-payload-mb) need_int "$1" "$2"; MAX_PAYLOAD=$2 ;;
-        --max-concurrent) need_int "$1" "$2"; MAX_CONCURRENT=$2 ;;
-        --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
-        --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
-        *) die "unknown option '$1' (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument '$1' (see --help)" ;;
+    --name) NAME=$2 ;;
+    --input) check_s3_uri "$1" "$2"; INPUT=${2%/} ;;
+    --output) check_s3_uri "$1" "$2"; OUTPUT=${2%/} ;;
+    --model-name) MODEL=$2 ;;
+    --model-data) MODEL_DATA=$2 ;;
+    --image) check_image_uri "$2"; IMAGE=$2 ;;
+    --role) check_role_arn "$2"; ROLE=$2 ;;
+    --instance-type) INSTANCE_TYPE=$2 ;;
+    --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2 ;;
+    --content-type) CONTENT_TYPE=$2 ;;
+    --max-payload-mb) need_int "$1" "$2"; MAX_PAYLOAD=$2 ;;
+    --max-concurrent) need_int "$1" "$2"; MAX_CONCURRENT=$2 ;;
+    *) wait_option "$1" "$2" ;;
   esac
-done
+}
+parse_options "$@"
 check_endpoint_name "$NAME"
 [[ -n "$INPUT" && -n "$OUTPUT" ]] || die "--input and --output are required (see --help)"
 [[ "$OUTPUT" != "$INPUT" && "$OUTPUT/" != "$INPUT/"* ]] ||
@@ -68,8 +61,7 @@ else
   [[ "$MODEL_DATA" =~ ^s3://[a-z0-9.-]+/[^\"\\]+\.tar\.gz$ ]] ||
     die "--model-data must be an s3://BUCKET/KEY.tar.gz URI (see package_model.sh)"
 fi
-[[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
-  die "--instance-type must look like ml.m5.xlarge, got '$INSTANCE_TYPE'"
+check_instance_type ml.m5.xlarge
 case "$CONTENT_TYPE" in
   "" | image/jpeg | image/png | application/x-image) ;;
   *) die "--content-type must be image/jpeg, image/png or application/x-image" ;;

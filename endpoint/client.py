@@ -22,23 +22,26 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PAYLOAD_LIMIT = 6 * 1024 * 1024  # invoke_endpoint refuses request bodies over 6 MB
 REPO = Path(__file__).resolve().parents[1]
 PAGE_MODULE = REPO / "container" / "flower_classifier" / "serving" / "page.py"
+FILE_TYPES_MODULE = PAGE_MODULE.with_name("file_types.py")  # the content type of a file name
 # the sample photos: the image's calibration photos (a link to local_test/payloads)
 SAMPLE_PHOTOS = REPO / "container" / "calibration"
 SERVERLESS_PAYLOAD_LIMIT = 4 * 1024 * 1024  # ... and over 4 MB on a serverless endpoint
 ASYNC_PAYLOAD_LIMIT = 1024**3  # invoke_endpoint_async takes inputs up to 1 GB in S3
+LOADED: dict = {}  # container_module's modules, by name
 RETRY_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=70
 )
 
 
 def guess_content_type(data: bytes, path: str | None = None) -> str:
-    """Content type from the file name, else from the image's magic bytes."""
-    if path and Path(path).suffix.lower() in CONTENT_TYPES:
-        return CONTENT_TYPES[Path(path).suffix.lower()]
+    """Content type from the file name (the container's file_types.py), else from the image's
+    magic bytes."""
+    by_name = path and container_module("flower_file_types", FILE_TYPES_MODULE).type_of_name(path)
+    if by_name:
+        return by_name
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -164,13 +167,19 @@ def forward(runtime: Any, endpoint_name: str, data: bytes, headers: Any) -> tupl
         return 502, error_json(f"InvokeEndpoint failed: {error}")
 
 
+def container_module(name: str, path: Path):
+    """A standard-library-only module of the container (page.py, file_types.py), read from this
+    checkout as a file, once: the client needs neither torch nor the package installed."""
+    if name not in LOADED:
+        spec = importlib.util.spec_from_file_location(name, path)
+        LOADED[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(LOADED[name])
+    return LOADED[name]
+
+
 def page_module():
-    """The container's page.py (standard library only), read from this checkout as a file: the
-    client needs neither torch nor the package installed."""
-    spec = importlib.util.spec_from_file_location("flower_page", PAGE_MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The container's page.py."""
+    return container_module("flower_page", PAGE_MODULE)
 
 
 def serve_page(endpoint_name: str, port: int = 8000, bind: str = "127.0.0.1",

@@ -65,45 +65,38 @@ WORKERS=auto SERVER_TIMEOUT=60 STARTUP_TIMEOUT=auto DOWNLOAD_TIMEOUT=auto AMI=au
 POLL=15 DRY_RUN=0 CHECKPOINT="" NAMES="" SERVERLESS_MB="" MAX_CONCURRENCY=5 ASYNC_OUTPUT=""
 SNS_SUCCESS="" SNS_ERROR="" ASYNC_CONCURRENCY=4 CAPTURE="" CAPTURE_PERCENT=20 CANARY="" LINEAR=""
 BAKE=300 LATENCY_MS=2000 INSTANCE_SET=0
-while [[ $# -gt 0 ]]; do
+declare -A SWITCHES=([--dry-run]=DRY_RUN)
+set_option() {
   case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    --*) need_arg "$1" "${2:-}"
-      case "$1" in
-        --name) NAME=$2 ;;
-        --image) IMAGE=$2 ;;
-        --model-data) MODEL_DATA=$2 ;;
-        --role) ROLE=$2 ;;
-        --instance-type) INSTANCE_TYPE=$2; INSTANCE_SET=1 ;;
-        --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2; INSTANCE_SET=1 ;;
-        --serverless) need_int "$1" "$2"; SERVERLESS_MB=$2 ;;
-        --max-concurrency) need_int "$1" "$2"; MAX_CONCURRENCY=$2 ;;
-        --async) check_s3_uri "$1" "$2"; ASYNC_OUTPUT=${2%/} ;;
-        --sns-success) SNS_SUCCESS=$2 ;;
-        --sns-error) SNS_ERROR=$2 ;;
-        --async-concurrency) need_int "$1" "$2"; ASYNC_CONCURRENCY=$2 ;;
-        --capture) check_s3_uri "$1" "$2"; CAPTURE=${2%/} ;;
-        --capture-percent) need_int "$1" "$2"; CAPTURE_PERCENT=$2 ;;
-        --canary) need_int "$1" "$2"; CANARY=$2 ;;
-        --linear) need_int "$1" "$2"; LINEAR=$2 ;;
-        --bake-seconds) need_int "$1" "$2"; BAKE=$2 ;;
-        --latency-ms) need_int "$1" "$2"; LATENCY_MS=$2 ;;
-        --workers) need_int "$1" "$2"; WORKERS=$2 ;;
-        --model-server-timeout) need_int "$1" "$2"; SERVER_TIMEOUT=$2 ;;
-        --startup-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
-        --download-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; DOWNLOAD_TIMEOUT=$2 ;;
-        --checkpoint) CHECKPOINT=$2 ;;
-        --names) NAMES=$2 ;;
-        --ami-version) AMI=$2 ;;
-        --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
-        --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
-        *) die "unknown option '$1' (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument '$1' (see --help)" ;;
+    --name) NAME=$2 ;;
+    --image) IMAGE=$2 ;;
+    --model-data) MODEL_DATA=$2 ;;
+    --role) ROLE=$2 ;;
+    --instance-type) INSTANCE_TYPE=$2; INSTANCE_SET=1 ;;
+    --instance-count) need_int "$1" "$2"; INSTANCE_COUNT=$2; INSTANCE_SET=1 ;;
+    --serverless) need_int "$1" "$2"; SERVERLESS_MB=$2 ;;
+    --max-concurrency) need_int "$1" "$2"; MAX_CONCURRENCY=$2 ;;
+    --async) check_s3_uri "$1" "$2"; ASYNC_OUTPUT=${2%/} ;;
+    --sns-success) SNS_SUCCESS=$2 ;;
+    --sns-error) SNS_ERROR=$2 ;;
+    --async-concurrency) need_int "$1" "$2"; ASYNC_CONCURRENCY=$2 ;;
+    --capture) check_s3_uri "$1" "$2"; CAPTURE=${2%/} ;;
+    --capture-percent) need_int "$1" "$2"; CAPTURE_PERCENT=$2 ;;
+    --canary) need_int "$1" "$2"; CANARY=$2 ;;
+    --linear) need_int "$1" "$2"; LINEAR=$2 ;;
+    --bake-seconds) need_int "$1" "$2"; BAKE=$2 ;;
+    --latency-ms) need_int "$1" "$2"; LATENCY_MS=$2 ;;
+    --workers) need_int "$1" "$2"; WORKERS=$2 ;;
+    --model-server-timeout) need_int "$1" "$2"; SERVER_TIMEOUT=$2 ;;
+    --startup-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; STARTUP_TIMEOUT=$2 ;;
+    --download-timeout) [[ "$2" == auto ]] || need_int "$1" "$2"; DOWNLOAD_TIMEOUT=$2 ;;
+    --checkpoint) CHECKPOINT=$2 ;;
+    --names) NAMES=$2 ;;
+    --ami-version) AMI=$2 ;;
+    *) wait_option "$1" "$2" ;;
   esac
-done
+}
+parse_options "$@"
 
 check_endpoint_name "$NAME"
 if [[ -n "$CHECKPOINT" ]]; then
@@ -120,8 +113,7 @@ else
 fi
 [[ -z "$IMAGE" ]] || check_image_uri "$IMAGE"
 [[ -z "$ROLE" ]] || check_role_arn "$ROLE"
-[[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
-  die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
+check_instance_type
 [[ "$INSTANCE_TYPE" != ml.p3.* || "$AMI" != auto ]] ||
   die "$INSTANCE_TYPE has Volta GPUs, which the image's CUDA 13.0 build cannot use; pick ml.g5 or" \
     "newer, or build the image with TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 and" \

@@ -35,6 +35,39 @@ need_int() {
   [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
 }
 
+# parse_options "$@": the scripts' one option loop. -h/--help prints the script's usage; a flag
+# in the script's SWITCHES (FLAG -> variable) sets its variable to 1; any other --option needs a
+# value, handed to the script's set_option FLAG VALUE, which sets its variable and returns 1 for
+# an option it does not know.
+parse_options() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h | --help) usage; exit 0 ;;
+      --*)
+        if [[ -n "${SWITCHES[$1]:-}" ]]; then
+          printf -v "${SWITCHES[$1]}" 1
+          shift
+          continue
+        fi
+        need_arg "$1" "${2:-}"
+        set_option "$1" "$2" || die "unknown option '$1' (see --help)"
+        shift 2 ;;
+      *) die "unexpected argument '$1' (see --help)" ;;
+    esac
+  done
+}
+
+# wait_option FLAG VALUE: --timeout and --poll-seconds (TIMEOUT and POLL, seconds), for the
+# set_option of a script that waits; returns 1 for any other FLAG.
+wait_option() {
+  # shellcheck disable=SC2034  # TIMEOUT and POLL are read by the scripts that source this
+  case "$1" in
+    --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
+    --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
+    *) return 1 ;;
+  esac
+}
+
 # resolve_region: set and export REGION from AWS_REGION, AWS_DEFAULT_REGION or the profile.
 resolve_region() {
   REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
@@ -196,6 +229,13 @@ endpoint_field() {
   fi
 }
 
+# check_instance_type [EXAMPLE]: fail unless INSTANCE_TYPE looks like a SageMaker instance type
+# (the message's example: EXAMPLE, default ml.g4dn.xlarge).
+check_instance_type() {
+  [[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
+    die "--instance-type must look like ${1:-ml.g4dn.xlarge}, got '$INSTANCE_TYPE'"
+}
+
 # check_endpoint_name NAME: SageMaker's name pattern, short enough for our -<timestamp> suffix.
 check_endpoint_name() {
   [[ "$1" =~ ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ && ${#1} -le 41 ]] ||
@@ -213,13 +253,11 @@ resource_suffix() {
 # Models and endpoint configs are named "<endpoint>-<YYYYmmdd-HHMMSS>-<4 hex>".
 owned_name_regex() { echo "^$1-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}\$"; }
 
-# content_type_of_names: file names on stdin -> the one content type a transform job sends:
-# image/jpeg or image/png when all agree, else application/x-image (the container sniffs).
+# content_type_of_names: file names on stdin (one a line) -> the one content type a transform job
+# sends: image/jpeg or image/png when all agree, else application/x-image (the container
+# sniffs). The table is the client's, container/flower_classifier/serving/file_types.py.
 content_type_of_names() {
-  local types
-  types="$(awk '{k = tolower($0)} k ~ /\.jpe?g$/ {print "image/jpeg"; next}
-    k ~ /\.png$/ {print "image/png"; next} {print "application/x-image"}' | sort -u)"
-  if [[ -z "$types" || "$types" == *$'\n'* ]]; then echo application/x-image; else echo "$types"; fi
+  "${PYTHON:-python3}" "$(dirname "${BASH_SOURCE[0]}")/../container/flower_classifier/serving/file_types.py"
 }
 
 # ---- Training jobs (train/) ---------------------------------------------------------------
@@ -274,6 +312,51 @@ check_training_data() {
   fi
 }
 
+# training_option FLAG VALUE: the options train/sagemaker_train.sh and train/tune.sh share, for
+# their set_option; returns 1 for any other FLAG.
+training_option() {
+  # shellcheck disable=SC2034  # the variables are read by the scripts that source this
+  case "$1" in
+    --name) NAME=$2 ;;
+    --data) DATA=$2 ;;
+    --image) check_image_uri "$2"; IMAGE=$2 ;;
+    --role) check_role_arn "$2"; ROLE=$2 ;;
+    --output) OUTPUT=${2%/} ;;
+    --hyperparameters) HYPER=$2 ;;
+    --instance-type) INSTANCE_TYPE=$2 ;;
+    --max-runtime) need_int "$1" "$2"; MAX_RUNTIME=$2 ;;
+    *) wait_option "$1" "$2" ;;
+  esac
+}
+
+# training_defaults KIND: after check_credentials's AWS checks, ROLE and IMAGE default to this
+# account's and are checked, OUTPUT defaults to s3://BUCKET/$DEFAULT_PREFIX/KIND; sets CHANNELS,
+# the S3 prefix of the train and valid channels (training_channels: DATA synced to
+# OUTPUT/data/NAME unless it is an s3:// prefix).
+# shellcheck disable=SC2153  # NAME, DATA and DRY_RUN are the calling script's
+training_defaults() {
+  check_credentials
+  ROLE="${ROLE:-$(default_role)}"
+  check_role "$ROLE"
+  IMAGE="${IMAGE:-$(default_image)}"
+  OUTPUT="${OUTPUT:-s3://$(default_bucket)/$DEFAULT_PREFIX/$1}"
+  check_s3_uri --output "$OUTPUT"
+  # shellcheck disable=SC2034  # read by train/sagemaker_train.sh and train/tune.sh
+  CHANNELS="$(training_channels "$DATA" "$OUTPUT/data/$NAME" "$DRY_RUN")"
+}
+
+# dry_run_job NAME COMMAND...: with DRY_RUN, print COMMAND (shell-quoted) and then the job's
+# NAME, and exit; without it, return.
+dry_run_job() {
+  ((DRY_RUN)) || return 0
+  local name=$1
+  shift
+  printf '%q ' "$@" >&2
+  echo >&2
+  echo "$name"
+  exit 0
+}
+
 # training_channels DATA S3_PREFIX DRY_RUN: print the S3 prefix holding train/ and valid/. An
 # s3:// DATA is used as it is; a folder is synced to S3_PREFIX (only new or changed files),
 # with its cat_to_name.json as train/cat_to_name.json, where the container looks for it.
@@ -303,6 +386,21 @@ training_channels() {
 require_docker() {
   command -v docker >/dev/null 2>&1 || die "docker not found on PATH; install Docker"
   docker info >/dev/null 2>&1 || die "cannot reach the Docker engine; is dockerd running?"
+}
+
+# local_run_args "$@": the arguments of the local_test/ scripts that run the image, [--help]
+# [IMAGE]: sets image (default $DEFAULT_REPOSITORY:latest) and test_dir, the folder mounted at
+# /opt/ml (TEST_DIR, default local_test/test_dir); then checks the Docker engine.
+local_run_args() {
+  case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    -*) usage >&2; die "unknown option: $1" ;;
+  esac
+  # shellcheck disable=SC2034  # test_dir and image are read by the scripts that source this
+  test_dir=$(cd "${TEST_DIR:-$(dirname "${BASH_SOURCE[0]}")/../local_test/test_dir}" && pwd)
+  # shellcheck disable=SC2034
+  image=${1:-$DEFAULT_REPOSITORY:latest}
+  require_docker
 }
 
 # docker_gpus: sets GPUS to (--gpus all) when Docker has an NVIDIA runtime, else to ().

@@ -27,10 +27,8 @@ if [[ -n ${2:-} ]]; then
     content_type=$2
 else
     case "${payload,,}" in
-        *.jpg | *.jpeg) content_type=image/jpeg ;;
-        *.png) content_type=image/png ;;
         *.json) content_type=application/json ;;
-        *) content_type=application/x-image ;;
+        *) content_type=$(content_type_of_names <<<"$payload") ;;
     esac
 fi
 

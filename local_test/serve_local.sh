@@ -20,17 +20,9 @@ Then, from another shell: local_test/predict.sh local_test/payloads/rose.jpg
 USAGE
 }
 
-case "${1:-}" in
-    -h | --help) usage; exit 0 ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-esac
-
-test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
+local_run_args "$@"
 root=$(dirname "$here")
-image=${1:-$DEFAULT_REPOSITORY:latest}
 port=${PORT:-8080}
-
-require_docker
 docker_gpus
 variant=cpu
 [[ ${#GPUS[@]} -eq 0 ]] || variant=gpu

@@ -2,9 +2,8 @@
 # Run the SageMaker training contract locally: `docker run IMAGE train` with local_test/test_dir
 # mounted at /opt/ml (hyperparameters in input/config, data in input/data/{train,valid}).
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=SCRIPTDIR/../lib/common.sh
-source "$here/../lib/common.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 
 usage() {
     cat <<USAGE
@@ -20,16 +19,8 @@ at /opt/ml (default local_test/test_dir).
 USAGE
 }
 
-case "${1:-}" in
-    -h | --help) usage; exit 0 ;;
-    -*) usage >&2; die "unknown option: $1" ;;
-esac
-
-test_dir=$(cd "${TEST_DIR:-$here/test_dir}" && pwd)
-image=${1:-$DEFAULT_REPOSITORY:latest}
+local_run_args "$@"
 data=$test_dir/input/data
-
-require_docker
 docker image inspect "$image" >/dev/null 2>&1 ||
     die "image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE"
 [[ -d $data/train ]] || die "no training data in $data/train/<class>/*.jpg" \

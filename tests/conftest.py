@@ -13,7 +13,7 @@ from PIL import Image
 
 from flower_classifier.model.predictor import TOP1_TOLERANCE, Predictor
 from flower_classifier.model.preprocess import Preprocessing, preprocess
-from helpers.aws_emulator import aws_env_fixture, moto_server_fixture  # noqa: F401 (registers them)
+from helpers.aws_emulator import aws_env_fixture, moto_server_fixture, recording_account  # noqa: F401 (registers them)
 from helpers.checkpoints import make_project_checkpoint, make_starter_checkpoint
 from helpers.serving import ServerProcess
 
@@ -36,6 +36,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if AWS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.aws)
+
+
+@pytest.fixture
+def account(aws_env, moto_server):
+    """An AWS account after the README's setup (image pushed, role created, default bucket),
+    recording the scripts' calls; a module that needs another set-up defines its own."""
+    with recording_account(moto_server, aws_env, bucket=True) as emulator:
+        yield emulator
 
 
 def photo_batch(paths, spec: Preprocessing = Preprocessing()) -> torch.Tensor:

@@ -14,19 +14,21 @@ import pytest
 
 from helpers.aws_emulator import (
     ACCOUNT_ID,
+    DEFAULT_BUCKET,
     REGION,
     REPO,
     SCRIPT_KEY,
     client,
-    push_image,
+    recording_account,
     run_script,
+    sent,
 )
 from helpers.aws_requests import parse_recording, to_requests
 from helpers.iam_policy import denied
 from helpers.sagemaker_requests import transform
 from helpers.serving import ServerProcess
 
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
+BUCKET = DEFAULT_BUCKET
 PAYLOADS = REPO / "local_test" / "payloads"
 MODEL_DIR = REPO / "local_test" / "test_dir" / "model"
 MODEL_DATA = f"s3://{BUCKET}/flower-classifier/v1/model.tar.gz"
@@ -34,23 +36,11 @@ MODEL_DATA = f"s3://{BUCKET}/flower-classifier/v1/model.tar.gz"
 
 @pytest.fixture
 def account(aws_env, moto_server):
-    push_image(moto_server)
-    result = run_script("iam/create_role.sh", env={**aws_env, "AWS_ACCESS_KEY_ID": "testing"})
-    assert result.returncode == 0, result.stderr
-    s3 = client(moto_server, "s3")
-    s3.create_bucket(Bucket=BUCKET)
-    for name in ("rose.jpg", "petunia.jpg"):
-        s3.put_object(Bucket=BUCKET, Key=f"flower-classifier/batch/in/{name}", Body=b"jpeg")
-    s3.put_object(Bucket=BUCKET, Key="flower-classifier/batch/mixed/a.png", Body=b"png")
-    s3.put_object(Bucket=BUCKET, Key="flower-classifier/batch/mixed/b.JPG", Body=b"jpeg")
-    moto_server.start_recording()
-    yield moto_server
-    moto_server._post("/moto-api/recorder/stop-recording", {})
-
-
-def sent(emulator, operation):
-    return [c.params for c in parse_recording(emulator.recording())
-            if c.access_key == SCRIPT_KEY and c.operation == operation]
+    images = {"in/rose.jpg": b"jpeg", "in/petunia.jpg": b"jpeg", "mixed/a.png": b"png",
+              "mixed/b.JPG": b"jpeg"}
+    with recording_account(moto_server, aws_env, objects={
+            f"flower-classifier/batch/{key}": body for key, body in images.items()}) as emulator:
+        yield emulator
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -11,7 +11,7 @@ import torch
 from flower_classifier.cli.predict import load, predict
 from flower_classifier.model.checkpoint import load_classifier, read_checkpoint
 from flower_classifier.training.arguments import choose_device
-from helpers.serving import ServerProcess
+from helpers.serving import ServerProcess, served_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "local_test" / "test_dir" / "model"
@@ -57,11 +57,8 @@ def test_served_prediction_equals_predict_py(photos) -> None:
     with ServerProcess(MODEL_DIR, env) as server:
         server.wait_ready()
         for photo in photos[:2]:
-            content_type = "image/png" if photo.suffix == ".png" else "image/jpeg"
-            response = server.post(photo.read_bytes(), content_type)
-            assert response.status_code == 200, response.text
             expected = {"predictions": predict(str(photo), local, 5, choose_device(False))}
-            assert response.json() == expected
+            assert served_answer(server, photo) == expected
 
 
 def test_payload_names_are_flowers_of_cat_to_name() -> None:

@@ -15,34 +15,28 @@ from botocore.validate import ParamValidator
 
 from helpers.aws_emulator import (
     ACCOUNT_ID,
+    DEFAULT_BUCKET,
     REGION,
     SCRIPT_KEY,
     client,
     push_image,
+    recording_account,
     run_script,
+    sent,
 )
 from helpers.aws_requests import parse_recording, to_requests
 from helpers.iam_policy import denied
 from helpers.sagemaker_requests import endpoint_config_writes, hosting
 
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
+BUCKET = DEFAULT_BUCKET
 MODEL_DATA = f"s3://{BUCKET}/flower-classifier/v1/model.tar.gz"
 ROLE = "SageMakerFlowerClassifierRole"
 
 
 @pytest.fixture
 def account(aws_env, moto_server):
-    push_image(moto_server)
-    result = run_script("iam/create_role.sh", env={**aws_env, "AWS_ACCESS_KEY_ID": "testing"})
-    assert result.returncode == 0, result.stderr
-    moto_server.start_recording()
-    yield moto_server
-    moto_server._post("/moto-api/recorder/stop-recording", {})
-
-
-def sent(emulator, operation):
-    return [c.params for c in parse_recording(emulator.recording())
-            if c.access_key == SCRIPT_KEY and c.operation == operation]
+    with recording_account(moto_server, aws_env) as emulator:
+        yield emulator
 
 
 def assert_valid(service: str, operation: str, params: dict) -> None:

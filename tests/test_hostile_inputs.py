@@ -5,14 +5,14 @@ or kill a worker. Regenerate the corpus with `python tests/corpus/make_corpus.py
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
-from PIL import Image
+
+from flower_classifier.harness.payloads import generated_body
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())["cases"]
@@ -25,31 +25,12 @@ def worker_pids(process) -> set[int]:
     return {child.pid for child in psutil.Process(process.pid).children()}
 
 
-def small_jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (180, 40, 90)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def generated_body(case: dict) -> bytes:
-    """Near-limit bodies are built here rather than stored (they are 6 MB each)."""
-    if case["generate"] in ("pad_jpeg", "chunked_jpeg"):
-        image = small_jpeg()
-        if case["offset"] is None:
-            return image
-        return image + b"\0" * (LIMIT + case["offset"] - len(image))
-    if case["generate"] == "big_json":
-        head, tail = b'{"instances": [{"b64": "', b'"}]}'
-        return head + b"A" * (LIMIT + case["offset"] - len(head) - len(tail)) + tail
-    raise AssertionError(f"unknown recipe {case['generate']}")
-
-
 def send(server, case: dict) -> requests.Response:
     headers = dict(case.get("headers") or {})
     if case["content_type"] is not None:
         headers["Content-Type"] = case["content_type"]
     if "generate" in case:
-        body = generated_body(case)
+        body = generated_body(case, LIMIT)
         if case["generate"] == "chunked_jpeg":
             chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
             return requests.post(server.url + "/invocations", data=chunks, headers=headers,

@@ -1,6 +1,7 @@
 """The package's layers, as import rules read from every module's source (its AST, nothing run):
 serving never imports training; the model layer imports neither serving nor training; errors
-imports nothing of the project and environment (the settings) only errors.
+imports nothing of the project and environment (the settings) only errors; harness (the tests'
+and benchmarks' local server and checkpoints) may import any layer, and no layer imports it.
 """
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "container" / "flower_classifier
 NAME = PACKAGE.name
 # module or subpackage -> the project parts it must not import
 FORBIDDEN = {
-    "serving": {"training", "cli"},
-    "model": {"serving", "training", "cli"},
-    "training": {"serving", "cli"},
+    "serving": {"training", "cli", "harness"},
+    "model": {"serving", "training", "cli", "harness"},
+    "training": {"serving", "cli", "harness"},
+    "cli": {"harness"},
     "errors": {"*"},
     "environment": {"*", "-errors"},
+    "harness": set(),
 }
 
 
@@ -61,7 +64,11 @@ def layer(path: Path) -> str:
 
 def test_every_module_is_in_a_layer():
     assert {layer(p) for p in modules()} >= {"errors", "environment", "model", "serving",
-                                              "training", "cli"}
+                                              "training", "cli", "harness"}
+
+
+def test_every_layer_has_a_rule():
+    assert {layer(p) for p in modules()} - {""} <= set(FORBIDDEN)
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -11,7 +11,7 @@ import pytest
 
 from flower_classifier.training.trainer import main as train
 from helpers.sample_data import make_color_dataset
-from helpers.serving import ServerProcess
+from helpers.serving import ServerProcess, served_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT_PY = ROOT / "train" / "predict.py"
@@ -39,12 +39,10 @@ def test_predict_json_equals_the_endpoint(model_dir, photos) -> None:
     with ServerProcess(model_dir, env) as server:
         server.wait_ready()
         for photo in photos[:3]:
-            content_type = "image/png" if photo.suffix == ".png" else "image/jpeg"
-            response = server.post(photo.read_bytes(), content_type)
-            assert response.status_code == 200, response.text
+            served = served_answer(server, photo)
             result = predict_cli(str(photo), str(model_dir / "checkpoint.pth"), "--json")
             assert result.returncode == 0, result.stderr
-            served, local = response.json(), json.loads(result.stdout)
+            local = json.loads(result.stdout)
             assert [p["class"] for p in local["predictions"]] == [
                 p["class"] for p in served["predictions"]]
             assert local == served  # labels and probabilities too, bit for bit

@@ -17,39 +17,21 @@ import pytest
 
 from helpers.aws_emulator import (
     ACCOUNT_ID,
+    DEFAULT_BUCKET,
     REGION,
     REPO,
     SCRIPT_KEY,
     client,
-    push_image,
     run_script,
+    sent,
 )
 from helpers.aws_requests import parse_recording, to_requests
 from helpers.iam_policy import denied
 from helpers.sagemaker_requests import training
 from helpers.sample_data import make_color_dataset
 
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
+BUCKET = DEFAULT_BUCKET
 SCRIPT = "train/sagemaker_train.sh"
-
-
-@pytest.fixture
-def account(aws_env, moto_server):
-    """An account after the README's setup: image pushed, role created, default bucket."""
-    push_image(moto_server)
-    admin = {**aws_env, "AWS_ACCESS_KEY_ID": "testing"}
-    result = run_script("iam/create_role.sh", env=admin)
-    assert result.returncode == 0, result.stderr
-    client(moto_server, "s3").create_bucket(Bucket=BUCKET)
-    moto_server.start_recording()
-    yield moto_server
-    moto_server._post("/moto-api/recorder/stop-recording", {})
-
-
-def sent(emulator, operation: str) -> list[dict]:
-    """The parameters of every `operation` call the scripts sent."""
-    calls = parse_recording(emulator.recording())
-    return [c.params for c in calls if c.access_key == SCRIPT_KEY and c.operation == operation]
 
 
 @pytest.mark.parametrize(("args", "message"), [

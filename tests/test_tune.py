@@ -15,29 +15,18 @@ from botocore.validate import ParamValidator
 
 from helpers.aws_emulator import (
     ACCOUNT_ID,
+    DEFAULT_BUCKET,
     REGION,
     SCRIPT_KEY,
     client,
-    push_image,
     run_script,
 )
 from helpers.aws_requests import parse_recording, to_requests
 from helpers.iam_policy import denied
 from helpers.sagemaker_requests import training
 
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
+BUCKET = DEFAULT_BUCKET
 SCRIPT = "train/tune.sh"
-
-
-@pytest.fixture
-def account(aws_env, moto_server):
-    push_image(moto_server)
-    result = run_script("iam/create_role.sh", env={**aws_env, "AWS_ACCESS_KEY_ID": "testing"})
-    assert result.returncode == 0, result.stderr
-    client(moto_server, "s3").create_bucket(Bucket=BUCKET)
-    moto_server.start_recording()
-    yield moto_server
-    moto_server._post("/moto-api/recorder/stop-recording", {})
 
 
 @pytest.mark.parametrize(("args", "message"), [

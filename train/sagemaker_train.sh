@@ -3,9 +3,8 @@
 # the train and valid channels, sets hyperparameters and metric definitions, waits, prints the
 # model artifact's S3 URI last (what endpoint/deploy.sh --model-data takes).
 set -euo pipefail
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib/common.sh
-source "$HERE/../lib/common.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 
 usage() {
   cat <<USAGE
@@ -41,37 +40,19 @@ USAGE
 NAME=$DEFAULT_ENDPOINT_NAME DATA="" IMAGE="" ROLE="" OUTPUT="" HYPER="" INSTANCE_TYPE=ml.g4dn.xlarge
 VOLUME=30 MAX_RUNTIME=86400 SPOT=0 CHECKPOINT_S3="" MAX_WAIT="" WAIT=0 TIMEOUT=86400 POLL=30
 DRY_RUN=0
-while [[ $# -gt 0 ]]; do
+declare -A SWITCHES=([--spot]=SPOT [--wait]=WAIT [--dry-run]=DRY_RUN)
+set_option() {
   case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --spot) SPOT=1; shift ;;
-    --wait) WAIT=1; shift ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    --*) need_arg "$1" "${2:-}"
-      case "$1" in
-        --name) NAME=$2 ;;
-        --data) DATA=$2 ;;
-        --image) check_image_uri "$2"; IMAGE=$2 ;;
-        --role) check_role_arn "$2"; ROLE=$2 ;;
-        --output) OUTPUT=${2%/} ;;
-        --hyperparameters) HYPER=$2 ;;
-        --instance-type) INSTANCE_TYPE=$2 ;;
-        --volume-gb) need_int "$1" "$2"; VOLUME=$2 ;;
-        --max-runtime) need_int "$1" "$2"; MAX_RUNTIME=$2 ;;
-        --checkpoint-s3) CHECKPOINT_S3=${2%/} ;;
-        --max-wait) need_int "$1" "$2"; MAX_WAIT=$2 ;;
-        --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
-        --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
-        *) die "unknown option '$1' (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument '$1' (see --help)" ;;
+    --volume-gb) need_int "$1" "$2"; VOLUME=$2 ;;
+    --checkpoint-s3) CHECKPOINT_S3=${2%/} ;;
+    --max-wait) need_int "$1" "$2"; MAX_WAIT=$2 ;;
+    *) training_option "$1" "$2" ;;
   esac
-done
+}
+parse_options "$@"
 [[ -n "$DATA" ]] || die "--data is required (see --help)"
 check_endpoint_name "$NAME"
-[[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
-  die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
+check_instance_type
 check_training_data "$DATA"
 [[ -z "$OUTPUT" ]] || check_s3_uri --output "$OUTPUT"
 [[ -z "$CHECKPOINT_S3" ]] || check_s3_uri --checkpoint-s3 "$CHECKPOINT_S3"
@@ -82,14 +63,7 @@ MAX_WAIT=${MAX_WAIT:-$((2 * MAX_RUNTIME))}
 make_work_dir
 HYPER_JSON="$(hyperparameters_json "$HYPER")"
 
-check_credentials
-ROLE="${ROLE:-$(default_role)}"
-check_role "$ROLE"
-IMAGE="${IMAGE:-$(default_image)}"
-OUTPUT="${OUTPUT:-s3://$(default_bucket)/$DEFAULT_PREFIX/training}"
-check_s3_uri --output "$OUTPUT"
-
-CHANNELS="$(training_channels "$DATA" "$OUTPUT/data/$NAME" "$DRY_RUN")"
+training_defaults training
 
 JOB="$NAME-$(resource_suffix)"
 ARGS=(--training-job-name "$JOB" --role-arn "$ROLE"
@@ -108,12 +82,7 @@ else
   ARGS+=(--stopping-condition "{\"MaxRuntimeInSeconds\":$MAX_RUNTIME}")
 fi
 
-if ((DRY_RUN)); then
-  printf '%q ' aws sagemaker create-training-job "${ARGS[@]}" >&2
-  echo >&2
-  echo "$JOB"
-  exit 0
-fi
+dry_run_job "$JOB" aws sagemaker create-training-job "${ARGS[@]}"
 log "starting training job $JOB ($INSTANCE_TYPE$( ((SPOT)) && echo ", spot"))"
 aws sagemaker create-training-job "${ARGS[@]}" >/dev/null
 if ((!WAIT)); then

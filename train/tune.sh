@@ -3,9 +3,8 @@
 # epochs searched to maximise validation accuracy (a metric definition of the job); prints the
 # best training job and its model artifact, the artifact's S3 URI last.
 set -euo pipefail
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib/common.sh
-source "$HERE/../lib/common.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/common.sh"
 
 usage() {
   cat <<USAGE
@@ -32,34 +31,19 @@ USAGE
 NAME=$DEFAULT_ENDPOINT_NAME DATA="" IMAGE="" ROLE="" OUTPUT="" MAX_JOBS=10 PARALLEL=2
 LR=0.0001:0.01 HIDDEN=128:1024 EPOCHS=3:10 HYPER="" INSTANCE_TYPE=ml.g4dn.xlarge
 MAX_RUNTIME=86400 STRATEGY=Bayesian TIMEOUT=172800 POLL=60 DRY_RUN=0
-while [[ $# -gt 0 ]]; do
+declare -A SWITCHES=([--dry-run]=DRY_RUN)
+set_option() {
   case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    --*) need_arg "$1" "${2:-}"
-      case "$1" in
-        --name) NAME=$2 ;;
-        --data) DATA=$2 ;;
-        --image) check_image_uri "$2"; IMAGE=$2 ;;
-        --role) check_role_arn "$2"; ROLE=$2 ;;
-        --output) OUTPUT=${2%/} ;;
-        --max-jobs) need_int "$1" "$2"; MAX_JOBS=$2 ;;
-        --parallel-jobs) need_int "$1" "$2"; PARALLEL=$2 ;;
-        --learning-rate) LR=$2 ;;
-        --hidden-units) HIDDEN=$2 ;;
-        --epochs) EPOCHS=$2 ;;
-        --hyperparameters) HYPER=$2 ;;
-        --instance-type) INSTANCE_TYPE=$2 ;;
-        --max-runtime) need_int "$1" "$2"; MAX_RUNTIME=$2 ;;
-        --strategy) STRATEGY=$2 ;;
-        --timeout) need_int "$1" "$2"; TIMEOUT=$2 ;;
-        --poll-seconds) need_int "$1" "$2"; POLL=$2 ;;
-        *) die "unknown option '$1' (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument '$1' (see --help)" ;;
+    --max-jobs) need_int "$1" "$2"; MAX_JOBS=$2 ;;
+    --parallel-jobs) need_int "$1" "$2"; PARALLEL=$2 ;;
+    --learning-rate) LR=$2 ;;
+    --hidden-units) HIDDEN=$2 ;;
+    --epochs) EPOCHS=$2 ;;
+    --strategy) STRATEGY=$2 ;;
+    *) training_option "$1" "$2" ;;
   esac
-done
+}
+parse_options "$@"
 [[ -n "$DATA" ]] || die "--data is required (see --help)"
 check_endpoint_name "$NAME"
 check_training_data "$DATA"
@@ -67,8 +51,7 @@ check_training_data "$DATA"
 ((PARALLEL <= MAX_JOBS)) || die "--parallel-jobs ($PARALLEL) must not exceed --max-jobs ($MAX_JOBS)"
 case "$STRATEGY" in Bayesian | Random | Hyperband | Grid) ;;
   *) die "--strategy must be Bayesian, Random, Hyperband or Grid" ;; esac
-[[ "$INSTANCE_TYPE" =~ ^ml\.[a-z0-9]+\.[a-z0-9]+$ ]] ||
-  die "--instance-type must look like ml.g4dn.xlarge, got '$INSTANCE_TYPE'"
+check_instance_type
 
 # range FLAG MIN:MAX KIND: check a range (KIND int or float, MIN < MAX, both > 0).
 range() {
@@ -88,13 +71,7 @@ for tuned in learning_rate hidden_units epochs; do
   [[ "$STATIC" != *"\"$tuned\""* ]] || die "--hyperparameters must not set $tuned: it is tuned"
 done
 
-check_credentials
-ROLE="${ROLE:-$(default_role)}"
-check_role "$ROLE"
-IMAGE="${IMAGE:-$(default_image)}"
-OUTPUT="${OUTPUT:-s3://$(default_bucket)/$DEFAULT_PREFIX/tuning}"
-check_s3_uri --output "$OUTPUT"
-CHANNELS="$(training_channels "$DATA" "$OUTPUT/data/$NAME" "$DRY_RUN")"
+training_defaults tuning
 
 JOB="${NAME:0:16}"
 JOB="${JOB%-}-$(resource_suffix short)"
@@ -111,12 +88,7 @@ DEFINITION+="\"StoppingCondition\":{\"MaxRuntimeInSeconds\":$MAX_RUNTIME}}"
 ARGS=(--hyper-parameter-tuning-job-name "$JOB" --hyper-parameter-tuning-job-config "$CONFIG"
   --training-job-definition "$DEFINITION" --tags "Key=flower-training,Value=$NAME")
 
-if ((DRY_RUN)); then
-  printf '%q ' aws sagemaker create-hyper-parameter-tuning-job "${ARGS[@]}" >&2
-  echo >&2
-  echo "$JOB"
-  exit 0
-fi
+dry_run_job "$JOB" aws sagemaker create-hyper-parameter-tuning-job "${ARGS[@]}"
 log "starting tuning job $JOB: $MAX_JOBS jobs, $PARALLEL at a time, learning_rate $LR," \
   "hidden_units $HIDDEN, epochs $EPOCHS"
 aws sagemaker create-hyper-parameter-tuning-job "${ARGS[@]}" >/dev/null

@@ -9,5 +9,7 @@ Layers, lowest first (tests/test_layers.py checks them):
 * serving/: the HTTP server (`serve`): app -> handler -> decoder -> batcher -> encoder;
   never imports training;
 * training/: train.py and SageMaker's `train`; never imports serving;
-* cli/: command lines (predict.py); may import any layer.
+* cli/: command lines (predict.py); may import any layer but harness;
+* harness/: the tests' and benchmarks' local `serve` process and synthetic checkpoints; may
+  import any layer, and none imports it.
 """

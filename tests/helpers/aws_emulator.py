@@ -18,10 +18,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers.aws_requests import parse_recording
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -178,6 +182,35 @@ def push_image(emulator, repository: str = "flower-classifier", tag: str = "late
     image = ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
                           imageTag=tag)["image"]
     return image["imageId"]["imageDigest"]
+
+
+# SageMaker's default bucket, as lib/common.sh names it (default_bucket)
+DEFAULT_BUCKET = f"sagemaker-{REGION}-{ACCOUNT_ID}"
+
+
+@contextmanager
+def recording_account(emulator, env: dict[str, str], *, bucket: bool = False,
+                      objects: dict[str, bytes] | None = None) -> Iterator:
+    """An account after the README's setup: the image pushed, the role created by the
+    administrator, with the default bucket (and `objects` in it) if asked; then the scripts'
+    calls are recorded until the block ends."""
+    push_image(emulator)
+    result = run_script("iam/create_role.sh", env={**env, "AWS_ACCESS_KEY_ID": "testing"})
+    assert result.returncode == 0, result.stderr
+    if bucket or objects:
+        s3 = client(emulator, "s3")
+        s3.create_bucket(Bucket=DEFAULT_BUCKET)
+        for key, body in (objects or {}).items():
+            s3.put_object(Bucket=DEFAULT_BUCKET, Key=key, Body=body)
+    emulator.start_recording()
+    yield emulator
+    emulator._post("/moto-api/recorder/stop-recording", {})
+
+
+def sent(emulator, operation: str) -> list[dict]:
+    """The parameters of every `operation` call the scripts sent."""
+    calls = parse_recording(emulator.recording())
+    return [c.params for c in calls if c.access_key == SCRIPT_KEY and c.operation == operation]
 
 
 def readme_deploy_block() -> str:

@@ -1,108 +1,24 @@
-"""Starts the real `container/serve` entrypoint on a free loopback port (bounded waits; SIGTERM,
-then SIGKILL, at the end), and RuntimeProxy: SageMaker runtime's invoke path in front of it.
+"""The real `serve` process (flower_classifier.harness.server.ServerProcess, re-exported here for
+the tests) and RuntimeProxy: SageMaker runtime's invoke path in front of it.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import requests
+from flower_classifier.harness.server import ServerProcess, free_port
+from flower_classifier.serving.file_types import type_of_name
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVE = ROOT / "container" / "serve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["RuntimeProxy", "ServerProcess", "free_port", "served_answer"]
 
 
-class ServerProcess:
-    """`serve` on 127.0.0.1 with the given model dir and extra environment."""
-
-    def __init__(self, model_dir: Path, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "SM_MODEL_DIR": str(model_dir),
-                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
-                    # a fresh TMPDIR: no precision decision cached by an earlier test's server
-                    "TMPDIR": tempfile.mkdtemp(prefix="serve-tmp-"), **(env or {})}
-        logs = Path(os.environ.get("TMPDIR", "/tmp"))
-        self.log_path = log_path or logs / f"serve-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> ServerProcess:
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, str(SERVE)], env=self.env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self._log.close()
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        """Poll /ping until 200; returns seconds from start. Fails if the process dies."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
-            try:
-                if requests.get(self.url + "/ping", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"serve not ready after {timeout} s:\n{self.log}")
-
-    def wait_decided(self, timeout: float = 300.0) -> float | None:
-        """After wait_ready(): wait until the background precision check has switched the
-        model (its log line "... from now on"); returns the seconds waited, or None when no
-        check runs (a forced precision, PRECISION_CHECK=startup). Fails after `timeout`
-        seconds or if the process dies."""
-        if "the precision check runs once /ping answers" not in self.log:
-            return None
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if "from now on" in self.log:
-                return time.monotonic() - started
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
-            time.sleep(0.2)
-        raise AssertionError(f"the precision check did not end in {timeout} s:\n{self.log}")
-
-    def wait_exit(self, timeout: float) -> int:
-        return self.process.wait(timeout=timeout)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=10)
-
-    def post(self, body: bytes, content_type: str | None = "image/jpeg", **headers):
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        return requests.post(self.url + "/invocations", data=body, headers=headers, timeout=120)
+def served_answer(server: ServerProcess, photo: Path) -> dict:
+    """The server's JSON answer for one photo file, sent with its file's content type (a 200)."""
+    response = server.post(photo.read_bytes(), type_of_name(photo.name))
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 class RuntimeProxy:

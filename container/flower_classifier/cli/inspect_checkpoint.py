@@ -18,22 +18,22 @@ def main(argv: list[str] | None = None) -> int:
         "the checkpoint embeds the names), checked to give the same answers"))
     args = parser.parse_args(argv)
     try:
-        report = inspect(args.path)
+        return report_and_convert(args.path, args.convert)
     except ModelLoadError as error:
         print(f"inspect_checkpoint.py: error: {error}", file=sys.stderr)
         return 2
+
+
+def report_and_convert(path: str, out_dir: str | None) -> int:
+    """Print the report; 1 if the checkpoint will not serve, else convert it if asked; 0."""
+    report = inspect(path)
     print("\n".join(report.lines()))
     if not report.servable:
         return 1
-    if args.convert:
-        try:
-            target = convert(report, args.convert)
-        except ModelLoadError as error:
-            print(f"inspect_checkpoint.py: error: {error}", file=sys.stderr)
-            return 2
+    if out_dir:
+        target = convert(report, out_dir)
         print(f"converted:       {target} (this project's format; loads with weights_only=True)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

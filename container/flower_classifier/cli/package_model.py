@@ -75,13 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = resolve_checkpoint(args.model)
-    except ModelLoadError as error:
-        print(f"package_model.py: error: {error}", file=sys.stderr)
-        return 2
-    names = Path(args.category_names) if args.category_names else checkpoint.parent / CATEGORY_NAMES
-    if args.category_names and not names.is_file():
-        parser.error(f"--category_names {names} not found")
-    try:
+        names = (Path(args.category_names) if args.category_names
+                 else checkpoint.parent / CATEGORY_NAMES)
+        if args.category_names and not names.is_file():
+            parser.error(f"--category_names {names} not found")
         members = package(checkpoint, names if names.is_file() else None, Path(args.output),
                           args.with_backbone_weights)
     except ModelLoadError as error:
@@ -90,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     size = Path(args.output).stat().st_size / 1e6
     print(f"wrote {args.output} ({size:.1f} MB): {', '.join(members)}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -133,8 +133,9 @@ def fix_hint(source: str) -> str:
 
 def classifier_from_checkpoint(data, model_dir: str | os.PathLike | None = None,
                                source: str = CHECKPOINT) -> Classifier:
-    """The one builder: any accepted layout -> the exact model it describes, eval, on the CPU.
-    Errors say what was found, what was expected and how to fix it."""
+    """Any accepted layout -> the exact model it describes, eval, on the CPU: the migration for
+    its format (formats.migrate), then the one builder (build). Errors say what was found, what
+    was expected and how to fix it."""
     try:
         found = migrate(data)
         return build(found, Path(model_dir) if model_dir else None)
@@ -151,29 +152,54 @@ def classifier_from_checkpoint(data, model_dir: str | os.PathLike | None = None,
 
 
 def build(found: Found, model_dir: Path | None) -> Classifier:
+    """The one builder, after the migration: identify the architecture, rebuild the backbone,
+    fit the head and its served classes, copy the backbone's weights."""
+    check_version(found)
+    ident = identified(found)
+    model = backbone_for(ident, found, model_dir)
+    classes = fit_head(model, ident, found)
+    copy_backbone(model, ident, found)
+    return Classifier(model.eval(), ident.arch, classes, preprocessing_of(found, ident.arch),
+                      found.layout, ident.slot.path, dict(found.labels))
+
+
+def check_version(found: Found) -> None:
     if found.layout == FORMAT and found.version > FORMAT_VERSION:
         raise ValueError(f"checkpoint format_version {found.version} is newer than this "
                          f"server understands ({FORMAT_VERSION})")
+
+
+def identified(found: Found) -> Identified:
+    """The architecture and head slot the weights are of (the stored name as a hint)."""
     try:
         ident = identify(found.state, found.stored_arch)
     except ValueError as error:
         raise NotServable(f"unrecognised checkpoint: {error}") from None
     log.info("%s", ident.note)
-    model = backbone_for(ident, found, model_dir)
-    slot = ident.slot
-    head = rebuild_head(model, slot, found, ident.arch)
+    return ident
+
+
+def fit_head(model: nn.Module, ident: Identified, found: Found) -> list[str]:
+    """Rebuild the head, keep the outputs that have a class, put it in the model's slot;
+    returns the class ids in served order."""
+    head = rebuild_head(model, ident.slot, found, ident.arch)
     classes, indices = served_classes(found, head.outputs)
     head = select_outputs(head, indices)
-    attach_head(model, slot, head.module)
+    attach_head(model, ident.slot, head.module)
     log.info("head: %s", head.layout)
-    if not ident.head_only:
-        body = {k: v for k, v in found.state.items() if counted(k)}
-        try:
-            copy_by_name(model, slot, body)
-        except WeightsError as error:
-            raise NotServable(f"the backbone's {error}") from None
-    return Classifier(model.eval(), ident.arch, classes, preprocessing_of(found, ident.arch),
-                      found.layout, slot.path, dict(found.labels))
+    return classes
+
+
+def copy_backbone(model: nn.Module, ident: Identified, found: Found) -> None:
+    """A full checkpoint's backbone weights into the model, by name (a head-only one's came
+    with the backbone)."""
+    if ident.head_only:
+        return
+    body = {k: v for k, v in found.state.items() if counted(k)}
+    try:
+        copy_by_name(model, ident.slot, body)
+    except WeightsError as error:
+        raise NotServable(f"the backbone's {error}") from None
 
 
 def backbone_for(ident: Identified, found: Found, model_dir: Path | None) -> nn.Module:

@@ -4,8 +4,10 @@ record (weights, class map, stored name, preprocessing, pickled head) for the on
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +25,6 @@ NAMES_KEYS = ("cat_to_name", "category_names", "cat_to_names")
 HEAD_KEYS = ("classifier", "fc")  # a pickled head saved beside the weights
 STARTER_KEYS = {"class_to_idx", "input_size", "fc2_size", "output_size", "state_dict"}
 VARIANT_KEYS = {"arch", "hidden_units", "state_dict", "class_to_idx"}
-
 
 
 class Layout(StrEnum):
@@ -163,26 +164,46 @@ def add_metadata(found: Found, data: dict) -> Found:
     return found
 
 
-def migrate(obj) -> Found:
-    """The one entry point: a loaded checkpoint object -> Found."""
+def from_starter(data: dict) -> Found:
+    """The Udacity starter project's save: vgg16 (no stored name) with a classifier of
+    fc1/relu/fc2/output, its input, hidden and output sizes, class_to_idx."""
+    return from_dict(data, Layout.UDACITY_STARTER)
+
+
+def from_variant(data: dict) -> Found:
+    """The common Udacity variant: arch, hidden_units, state_dict, class_to_idx (+ extras)."""
+    return from_dict(data, Layout.UDACITY_VARIANT)
+
+
+def is_starter(data: dict) -> bool:
+    return "arch" not in data and STARTER_KEYS <= data.keys()
+
+
+def is_variant(data: dict) -> bool:
+    return VARIANT_KEYS <= data.keys()
+
+
+def migration_for(obj) -> Callable[[Any], Found]:
+    """The migration that reads `obj`: by its format key, its shape or its keys; any other dict
+    is read by the names authors use (from_dict)."""
     if is_module(obj):
-        return from_module(obj)
+        return from_module
     if not isinstance(obj, dict):
         raise NotServable(f"it holds a {type(obj).__name__}, not a dict or a model")
     if obj.get("format") == Layout.PROJECT:
-        return from_project(obj)
+        return from_project
     if is_state_dict(obj):
-        return from_state_dict(obj)
-    return from_dict(obj, course_layout(obj))
+        return from_state_dict
+    if is_starter(obj):
+        return from_starter
+    if is_variant(obj):
+        return from_variant
+    return from_dict
 
 
-def course_layout(data: dict) -> str:
-    """The Udacity seed's and the common variant's names, kept for logs."""
-    if "arch" not in data and STARTER_KEYS <= data.keys():
-        return Layout.UDACITY_STARTER
-    if VARIANT_KEYS <= data.keys():
-        return Layout.UDACITY_VARIANT
-    return ""
+def migrate(obj) -> Found:
+    """The one entry point: a loaded checkpoint object -> Found."""
+    return migration_for(obj)(obj)
 
 
 # ---- the parts ------------------------------------------------------------------------------

@@ -42,28 +42,30 @@ def read_input(stream, size: int) -> bytes:
     return stream.read(size)
 
 
-def create_app(handler: Handler, env: Environment) -> Flask:
-    app = Flask("flower_classifier")
-    app.config["MAX_CONTENT_LENGTH"] = env.max_payload_bytes
+class Routes:
+    """The app's handlers: each route and error handler is one method, on the handler and the
+    settings the server loaded."""
 
-    @app.get("/ping")
-    def ping() -> Response:
+    def __init__(self, handler: Handler, env: Environment) -> None:
+        self.handler, self.env = handler, env
+
+    def ping(self) -> Response:
         return Response(status=200)
 
-    @app.post("/invocations")
-    def invocations() -> Response:
+    def invocations(self) -> Response:
         check_accept(request.accept_mimetypes)
-        k = top_k_from(request.headers.get(CUSTOM_ATTRIBUTES), env.top_k, handler.num_classes)
-        body = handler.invoke(read_body(), request.headers.get("Content-Type"), k)
+        k = top_k_from(request.headers.get(CUSTOM_ATTRIBUTES), self.env.top_k,
+                       self.handler.num_classes)
+        body = self.handler.invoke(self.read_body(), request.headers.get("Content-Type"), k)
         return _json(body)
 
-    def read_body() -> bytes:
-        limit = env.max_payload_bytes
+    def read_body(self) -> bytes:
+        limit = self.env.max_payload_bytes
         length = request.content_length
         stream = request.environ["wsgi.input"]
         if length is not None:
             if length > limit:
-                raise PayloadTooLarge(payload_message())
+                raise PayloadTooLarge(self.payload_message())
             data = read_input(stream, length)
             if len(data) < length:
                 raise BadRequest(f"body ended after {len(data)} of its Content-Length of "
@@ -72,41 +74,37 @@ def create_app(handler: Handler, env: Environment) -> Flask:
         # Chunked upload: read one byte more than the limit and refuse if it is there.
         data = read_input(stream, limit + 1)
         if len(data) > limit:
-            raise PayloadTooLarge(payload_message())
+            raise PayloadTooLarge(self.payload_message())
         return data
 
-    def payload_message() -> str:
-        return f"payload over the limit of {env.max_payload_mb:g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+    def payload_message(self) -> str:
+        return (f"payload over the limit of {self.env.max_payload_mb:g} MB "
+                f"(SAGEMAKER_MAX_PAYLOAD_IN_MB)")
 
-    @app.get("/execution-parameters")
-    def execution_parameters() -> Response:
+    def execution_parameters(self) -> Response:
         # What a transform job should use; SAGEMAKER_* values (a job's own) are reported back.
+        env, batcher = self.env, self.handler.batcher
         return _json(json.dumps({
             "MaxConcurrentTransforms": env.max_concurrent_transforms or (
-                handler.batcher.max_batch * handler.batcher.lanes * env.workers),
+                batcher.max_batch * batcher.lanes * env.workers),
             "BatchStrategy": env.batch_strategy.upper(),
             "MaxPayloadInMB": int(env.max_payload_mb),
         }).encode())
 
-    @app.get("/")
-    @app.get("/model-info")
-    @app.get("/samples")
-    @app.get("/samples/<path:name>")
-    def try_it(name: str | None = None) -> Response:
-        status, content_type, body = page.answer(request.path, env.calibration_dir,
-                                                   model_info(handler, env))
+    def try_it(self, name: str | None = None) -> Response:
+        # model_info as it is now: the background precision check changes what serves
+        status, content_type, body = page.answer(request.path, self.env.calibration_dir,
+                                                 model_info(self.handler, self.env))
         return Response(body, status=status, content_type=content_type, headers=page.HEADERS)
 
-    @app.errorhandler(ServingError)
-    def serving_error(error: ServingError) -> Response:
+    def serving_error(self, error: ServingError) -> Response:
         if error.status >= 500:
             log.error("%s: %s", type(error).__name__, error)
         return _json(error_body(str(error)), error.status)
 
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
+    def http_error(self, error: HTTPException) -> Response:
         if error.code == 413:
-            message = payload_message()
+            message = self.payload_message()
         else:
             message = HTTP_MESSAGES.get(error.code, (error.description or error.name).strip())
         response = _json(error_body(message), error.code or 500)
@@ -114,9 +112,31 @@ def create_app(handler: Handler, env: Environment) -> Flask:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> Response:
+    def unexpected(self, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _json(error_body("internal server error; see the server logs"), 500)
 
+
+# (rule, endpoint, method): every route the app answers; the page's four share try_it
+ROUTES = (
+    ("/ping", "ping", "GET"),
+    ("/invocations", "invocations", "POST"),
+    ("/execution-parameters", "execution_parameters", "GET"),
+    ("/", "try_it", "GET"),
+    ("/model-info", "try_it", "GET"),
+    ("/samples", "try_it", "GET"),
+    ("/samples/<path:name>", "try_it", "GET"),
+)
+
+
+def create_app(handler: Handler, env: Environment) -> Flask:
+    """The Flask app: ROUTES to Routes' methods, and its error handlers (most specific first)."""
+    app = Flask("flower_classifier")
+    app.config["MAX_CONTENT_LENGTH"] = env.max_payload_bytes
+    routes = Routes(handler, env)
+    for rule, endpoint, method in ROUTES:
+        app.add_url_rule(rule, endpoint, getattr(routes, endpoint), methods=[method])
+    app.register_error_handler(ServingError, routes.serving_error)
+    app.register_error_handler(HTTPException, routes.http_error)
+    app.register_error_handler(Exception, routes.unexpected)
     return app

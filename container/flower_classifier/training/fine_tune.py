@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..model.accuracy import validation_scores
 from ..model.architectures import LITE0
 from .data import ClassFolders
+from .epoch import run_epoch
 
 TAIL_LR_SCALE = 0.1  # the unfrozen blocks learn at a tenth of the head's learning rate
 PROBE_EPOCHS = 40  # linear-probe epochs on the tail's pooled features before fine-tuning
@@ -140,20 +141,17 @@ class FineTuner:
         self.head.train()
         order = torch.randperm(len(targets), generator=generator)
         view = torch.randint(len(cache), (len(targets),), generator=generator)
-        criterion, loss_sum, count = nn.NLLLoss(), 0.0, 0
+        criterion = nn.NLLLoss()
         bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False,
                    file=sys.stderr)
-        for start in bar:
+
+        def loss_of(start: int) -> tuple[torch.Tensor, int]:
             index = order[start:start + batch_size]
             self._schedule()
-            self.optimizer.zero_grad()
             loss = criterion(self.logits(cache[view[index], index], True), targets[index])
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += float(loss.detach()) * len(index)
-            count += len(index)
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}")
-        return loss_sum / count
+            return loss, len(index)
+
+        return run_epoch(bar, self.optimizer, loss_of)
 
     def validate(self, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Validation loss, top-1 and top-5 of the tuned tail and head on cached features."""

@@ -48,6 +48,7 @@ from .arguments import (
     parse_args,
 )
 from .data import ClassFolders, data_folders
+from .epoch import run_epoch
 from .fine_tune import FineTuner, cache_views, split_backbone
 
 CURVE = "training_curve.png"
@@ -179,19 +180,16 @@ def train_epoch(model: TrainingState, batches, total: int, device: torch.device,
                 desc: str) -> float:
     """One pass of Adam + NLLLoss over (features or images, targets) batches; mean loss."""
     model.head.train()
-    criterion, loss_sum, count = nn.NLLLoss(), 0.0, 0
+    criterion = nn.NLLLoss()
     bar = tqdm(batches, total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
-    for inputs, targets in bar:
+
+    def loss_of(batch) -> tuple[torch.Tensor, int]:
+        inputs, targets = batch
         feats = inputs if inputs.dim() == 2 else features_of(model, inputs, device)
         targets = targets.to(device)
-        model.optimizer.zero_grad()
-        loss = criterion(model.head(feats), targets)
-        loss.backward()
-        model.optimizer.step()
-        loss_sum += float(loss.detach()) * len(targets)
-        count += len(targets)
-        bar.set_postfix(loss=f"{loss_sum / count:.3f}")
-    return loss_sum / count
+        return criterion(model.head(feats), targets), len(targets)
+
+    return run_epoch(bar, model.optimizer, loss_of)
 
 
 def cached_batches(feats: torch.Tensor, targets: torch.Tensor, size: int, generator):
