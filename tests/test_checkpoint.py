@@ -18,7 +18,6 @@ from flower_classifier.model.checkpoint import (
     load_classifier,
     read_checkpoint,
 )
-from flower_classifier.model.device import cpu_has_amx, cpu_has_vnni
 from flower_classifier.model.predictor import TOP1_TOLERANCE
 from flower_classifier.model.preprocess import preprocess
 from helpers.checkpoints import make_project_checkpoint, make_variant_checkpoint
@@ -61,14 +60,18 @@ def test_served_seed_probabilities_equal_torchvision_forward(starter_model_dir, 
 
 def test_served_seed_default_precision_keeps_torchvision_answers(starter_server, starter_model_dir,
                                                                  photos):
-    # The default (auto: int8 on VNNI CPUs, bf16 on AMX) must keep fp32's top-1 within 0.02.
+    # The default (auto: the fastest precision that keeps answers, chosen by the background
+    # check) must keep fp32's top-1 within 0.02, before the check's switch and after it.
     expected, idx_to_class = torchvision_answers(starter_model_dir, photos)
+    starter_server.wait_decided()
     for path, probs in zip(photos, expected, strict=True):
         served = starter_server.post(path.read_bytes(), "image/jpeg").json()["predictions"][0]
         assert served["class"] == idx_to_class[int(probs.argmax())]
         assert served["probability"] == pytest.approx(float(probs.max()), abs=TOP1_TOLERANCE)
-    expected = ("int8",) if cpu_has_vnni() and not cpu_has_amx() else ("bf16", "fp32")
-    assert any(f"precision {p};" in starter_server.log for p in expected)
+    checked = starter_server.log.split("precision check on")[1].splitlines()[0]
+    chosen = checked.rsplit("; serving ", 1)[1].split(" (")[0]
+    assert f"{chosen} keeps answers" in checked, checked  # served only because it keeps them
+    assert f"serving torch {chosen} from now on" in starter_server.log
 
 
 def test_seed_checkpoint_loads_as_vgg16(starter_model_dir):
