@@ -20,6 +20,7 @@ from flower_classifier.model.precision import (
     TOP1_TOLERANCE,
     DecisionCache,
     Verdict,
+    choose,
     compare,
     decision_key,
     fastest,
@@ -201,3 +202,21 @@ def test_a_failing_deferred_check_keeps_fp32_serving(small_model_dir, photos, ca
     assert "the precision check failed; serving torch fp32" in caplog.text
     assert (predictor.backend, predictor.precision) == ("torch", "fp32")
     assert predictor.forward(batch[:2]).shape == (2, len(classifier.classes))
+
+
+def test_choose_honours_the_forced_backend_and_precision():
+    """The policy with fake timings: auto takes the fastest that keeps answers; a forced
+    precision or backend narrows the pool (int8-mixed counts as int8); nothing keeping in the
+    pool means torch fp32."""
+    fp32, bf16 = Verdict("fp32", 10.0), Verdict("bf16", 20.0, True, 0.01)
+    int8 = Verdict("int8", 60.0, True, 0.05)  # moves a probability
+    mixed = Verdict("int8-mixed", 30.0, True, 0.01)
+    ov_bf16 = Verdict("bf16", 25.0, True, 0.01, backend="openvino")
+    verdicts = [fp32, bf16, int8, mixed, ov_bf16]
+    assert choose(verdicts) is mixed
+    assert choose(verdicts, precision="bf16") is ov_bf16
+    assert choose(verdicts, precision="bf16", backend="torch") is ov_bf16  # torch: any backend
+    assert choose(verdicts, backend="openvino") is ov_bf16
+    assert choose([fp32, int8], backend="openvino") is fp32
+    assert choose([fp32, int8], precision="int8") is fp32
+    assert choose([fp32, int8, mixed], precision="int8") is mixed

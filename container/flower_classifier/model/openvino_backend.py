@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .precision import OPENVINO
+
 log = logging.getLogger(__name__)
-BACKEND = "openvino"
+BACKEND = OPENVINO  # INFERENCE_BACKEND's name for it
 # OpenVINO's INFERENCE_PRECISION_HINT per precision; int8: NNCF's graph, its float parts in f32
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 CALIBRATION_BATCH = 8

@@ -17,6 +17,14 @@ TOP1_TOLERANCE = 0.02  # a reduced precision keeps answers: same top-1, probabil
 CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "flower-serving"
 POLICY = 3  # part of every cache key: a changed policy decides afresh
 TORCH = "torch"  # the backend the reference fp32 answers come from
+OPENVINO = "openvino"
+MIXED = "int8-mixed"  # torch int8 with the layers most sensitive to it left in fp32
+# the order the check's budget spends on the candidates: torch int8 (on VNNI the biggest win
+# where it keeps answers: 2.7x bf16 for vgg16) and torch's float precisions, then OpenVINO
+# fp32 (one conversion; the same arithmetic, so it keeps answers where anything does: 8x torch
+# fp32 for the demo's Lite0) and bf16 (one more compile), then NNCF's int8, the costliest check
+CANDIDATE_ORDER = [(TORCH, "int8"), (TORCH, "fp16"), (TORCH, "bf16"), (OPENVINO, "fp32"),
+                   (OPENVINO, "bf16"), (OPENVINO, "int8")]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,18 @@ def fastest(verdicts: list[Verdict]) -> Verdict:
     """The fastest verdict that keeps the answers; torch fp32, the reference, always does."""
     keeping = [v for v in verdicts if v.keeps or v.reference]
     return max(keeping, key=lambda v: v.images_per_s)
+
+
+def choose(verdicts: list[Verdict], precision: str = "auto", backend: str = "auto") -> Verdict:
+    """fastest(), among OpenVINO's verdicts when INFERENCE_BACKEND=openvino and among the
+    forced precision's when INFERENCE_PRECISION names one (int8-mixed counts as int8's);
+    `verdicts[0]`, torch fp32, when none of those keeps the answers."""
+    pool = [v for v in verdicts if (backend != OPENVINO or v.backend == OPENVINO)
+            and (precision in ("auto", v.precision)
+                 or (precision, v.precision) == ("int8", MIXED))]
+    if not any(v.keeps for v in pool):
+        return verdicts[0]
+    return fastest(pool)
 
 
 def cpu_model() -> str:

@@ -17,17 +17,25 @@ from .calibration import with_flips
 from .checkpoint import Classifier
 from .device import autocast_dtype, cpu_has_bf16, cpu_has_vnni, precision_candidates
 from .openvino_backend import OpenVinoModel
-from .precision import TOP1_TOLERANCE, TORCH, DecisionCache, Verdict, compare, fastest
+from .precision import (
+    CANDIDATE_ORDER,
+    MIXED,
+    OPENVINO,
+    TOP1_TOLERANCE,
+    TORCH,
+    DecisionCache,
+    Verdict,
+    choose,
+    compare,
+)
 from .quantize import layer_sensitivity, quantize
 
 log = logging.getLogger(__name__)
-__all__ = ["TOP1_TOLERANCE", "Predictor"]
+__all__ = ["MIXED", "TOP1_TOLERANCE", "Predictor"]
 CHUNK = 8  # the check's forwards run in chunks, so warm-up memory stays at a serving batch's
-MIXED = "int8-mixed"  # int8 with the layers most sensitive to it left in fp32
 MIXED_TRIES = (1, 2, 4)  # how many of the most sensitive layers each try leaves in fp32
 CHECK_BUDGET_S = 10.0  # no candidate's check starts after this many seconds of checks
 BACKGROUND_BUDGET_S = 120.0  # the same, for decide(): fp32 serves meanwhile, /ping answers
-OPENVINO = openvino_backend.BACKEND
 
 
 class Predictor:
@@ -86,12 +94,8 @@ class Predictor:
         return self.requested_precision == "auto" or self.requested_backend != TORCH
 
     def candidates(self) -> list[tuple[str, str]]:
-        """The (backend, precision) pairs the warm-up checks against torch fp32, in the order
-        the check budget spends on them: torch int8 (on VNNI the biggest win where it keeps
-        answers: 2.7x bf16 for vgg16 here) and torch's float precisions, then OpenVINO fp32
-        (one conversion; the same arithmetic, so it keeps answers where anything does: 8x
-        torch fp32 for the demo's Lite0) and bf16 (one more compile), then NNCF's int8, the
-        costliest check."""
+        """The (backend, precision) pairs the check times against torch fp32, in the order its
+        budget spends on them (precision.CANDIDATE_ORDER)."""
         found, precision, backend = [], self.requested_precision, self.requested_backend
         if backend in (TORCH, "auto"):
             found += [(TORCH, p) for p in precision_candidates(precision, self.device)
@@ -101,9 +105,7 @@ class Predictor:
             if precision != "auto":
                 wanted = [p for p in wanted if p == precision] or ["fp32"]
             found += [(OPENVINO, p) for p in wanted]
-        order = [(TORCH, "int8"), (TORCH, "fp16"), (TORCH, "bf16"), (OPENVINO, "fp32"),
-                 (OPENVINO, "bf16"), (OPENVINO, "int8")]
-        return sorted(found, key=order.index)
+        return sorted(found, key=CANDIDATE_ORDER.index)
 
     def candidate_labels(self) -> list[str]:
         """candidates() as strings for the decision cache's key (with OpenVINO's version)."""
@@ -259,15 +261,11 @@ class Predictor:
     def _pick(self, verdicts: list[Verdict]) -> Verdict:
         """fastest(), among OpenVINO's verdicts when INFERENCE_BACKEND=openvino and among the
         forced precision's when INFERENCE_PRECISION names one (torch fp32 when none keeps)."""
-        forced = self.requested_backend == OPENVINO
-        pool = [v for v in verdicts if (not forced or v.backend == OPENVINO)
-                and (self.requested_precision in ("auto", v.precision) or v.precision == MIXED)]
-        if not any(v.keeps for v in pool):
-            if forced:
-                log.warning("no OpenVINO precision keeps fp32's answers for %s: serving torch "
-                            "fp32", self.classifier.arch)
-            return verdicts[0]
-        return fastest(pool)
+        chosen = choose(verdicts, self.requested_precision, self.requested_backend)
+        if chosen.reference and self.requested_backend == OPENVINO:
+            log.warning("no OpenVINO precision keeps fp32's answers for %s: serving torch fp32",
+                        self.classifier.arch)
+        return chosen
 
     def check(self, backend: str, precision: str, photos: torch.Tensor | None,
               sample: torch.Tensor, exact: torch.Tensor
