@@ -139,19 +139,20 @@ def test_alone_waits_for_everything_under_way_and_holds_everything_back():
         decoding, forwarding = threading.Event(), threading.Event()
         finish_decode, finish_forward, finish_alone = (threading.Event() for _ in range(3))
 
-        def decode(name, started=None, finish=None):
-            with gate.decoding():
+        def inside(turn, name, started=None, finish=None):
+            """Take the gate's `turn` (decoding or forward), optionally hold it until
+            `finish`, and record `name` when done."""
+            with turn():
                 if started:
                     started.set()
                     finish.wait(WAIT)
                 order.append(name)
 
-        def forward(name, started=None, finish=None):
-            with gate.forward():
-                if started:
-                    started.set()
-                    finish.wait(WAIT)
-                order.append(name)
+        def decode(*args):
+            inside(gate.decoding, *args)
+
+        def forward(*args):
+            inside(gate.forward, *args)
 
         def alone():
             with gate.alone():

@@ -140,7 +140,7 @@ class Predictor:
                       precision: str = "fp32") -> tuple[torch.Tensor, float]:
         """answers() and the images/s of its fastest full chunk after the first (the first
         pays one-off costs: kernels picked and primitives built for the shape). In decide(),
-        the timed chunks run holding `turn()`: the cores to themselves."""
+        the timed chunks run holding `_alone()`: the cores to themselves."""
         chunks = batch.split(CHUNK)
         full = [index for index, chunk in enumerate(chunks) if len(chunk) == CHUNK]
         timed = full[1:] or full or list(range(len(chunks)))
@@ -259,8 +259,8 @@ class Predictor:
                        fp32_layers=list(self.fp32_layers))
 
     def _pick(self, verdicts: list[Verdict]) -> Verdict:
-        """fastest(), among OpenVINO's verdicts when INFERENCE_BACKEND=openvino and among the
-        forced precision's when INFERENCE_PRECISION names one (torch fp32 when none keeps)."""
+        """precision.choose() for this predictor's settings, with a warning where a forced
+        OpenVINO has nothing that keeps the answers."""
         chosen = choose(verdicts, self.requested_precision, self.requested_backend)
         if chosen.reference and self.requested_backend == OPENVINO:
             log.warning("no OpenVINO precision keeps fp32's answers for %s: serving torch fp32",
