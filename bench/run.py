@@ -20,15 +20,24 @@ import torch
 from measure import percentile, server_processes, tree_rss
 from PIL import Image
 
-from flower_classifier.environment import MODEL_DIR, Environment, cpu_count
+from flower_classifier.environment import (
+    INFERENCE_BACKEND,
+    INFERENCE_PRECISION,
+    MODEL_DIR,
+    PRECISIONS,
+    Environment,
+    cpu_count,
+)
 from flower_classifier.harness.checkpoints import make_project_checkpoint, make_starter_checkpoint
 from flower_classifier.harness.server import ServerProcess
 from flower_classifier.model.calibration import find_photos, load_photos, with_flips
 from flower_classifier.model.checkpoint import load_classifier
 from flower_classifier.model.device import select_device
+from flower_classifier.model.images import decode_image
 from flower_classifier.model.precision import TORCH, Verdict, fastest
 from flower_classifier.model.predictor import MIXED, Predictor
 from flower_classifier.model.preprocess import preprocess
+from flower_classifier.serving.app import REQUEST_THREAD
 from flower_classifier.serving.server import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,30 +213,52 @@ class PlainBaseline:
         return images_per_s(self.step, seconds)
 
 
-def reference_rss(model_dir: Path) -> float:
+def reference_rss(model_dir: Path, served_as: dict[str, str]) -> float:
     """Resident memory of one bare process holding the model as a server worker does (same
-    loading, precision, layout and allocator settings), after one forward as large as every
-    lane's largest batch together (MiB). The server's extra memory over this is what its
-    request handlers and HTTP cost. Like the server's, its TMPDIR is fresh: it checks every
-    candidate itself rather than reusing this process's cached decision."""
+    loading, layout and allocator settings, and the backend and precision the server served,
+    `served_as`: its own check could choose another, and OpenVINO's int8 holds more than
+    torch's), after every lane has run its largest batch, side by side on threads of its own
+    as the server's lanes do (MiB): OpenVINO holds activations per stream (vgg16 bf16: two
+    lanes of batch 4 held 126 MiB more than one forward of batch 16). The server's extra
+    memory over this is what its request handlers and HTTP cost. Like the server's, its
+    TMPDIR is fresh: no decision cached by this process is reused."""
     env, kind = Environment.from_env(), select_device().type
-    batch = env.batch_size_for(kind) * env.lanes_for(kind)  # every lane's batch in flight
-    code = ("import psutil, run; from pathlib import Path;"
-            f"run.served_predictor(Path({str(model_dir)!r}), (1, {batch}));"
-            "print(psutil.Process().memory_info().rss / 2**20)")
+    batch, lanes = env.batch_size_for(kind), env.lanes_for(kind)
+    code = ("import psutil, run; from pathlib import Path;"  # held while measured: freed,
+            # OpenVINO's buffers would go back to the OS before the RSS is read
+            f"predictor = run.served_predictor(Path({str(model_dir)!r}), (1,));"
+            f"run.forward_rate(predictor, {batch}, 0, {lanes});"  # one forward per lane
+            "print(psutil.Process().memory_info().rss / 2**20, predictor.backend)")
+    forced = {INFERENCE_BACKEND: served_as["backend"]}
+    if served_as["precision"] in PRECISIONS:  # int8-mixed has no setting: the check finds it
+        forced[INFERENCE_PRECISION] = served_as["precision"]
     import subprocess
     with tempfile.TemporaryDirectory(prefix="reference-") as fresh:
-        env = {**os.environ, "TMPDIR": fresh, "PYTHONPATH": os.pathsep.join(  # for `import run`
-            [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, **forced, "TMPDIR": fresh, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}  # for `import run`
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, env=env)
-    return float(out.stdout.strip().splitlines()[-1])
+    rss, backend = out.stdout.strip().splitlines()[-1].split()
+    if backend != served_as["backend"]:
+        raise RuntimeError(f"the one-model reference served {backend}, the server "
+                           f"{served_as['backend']}")
+    return float(rss)
+
+
+def decode_ms(bodies: list[bytes], spec) -> float:
+    """CPU ms per image of decoding and preprocessing `bodies` as a request thread does, in
+    this process's one thread: the part of a served image's cost no HTTP change can remove."""
+    started = time.process_time()
+    for body in bodies:
+        preprocess(decode_image(body, 10**9), spec)
+    return 1000 * (time.process_time() - started) / len(bodies)
 
 
 def server_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds the server's threads have used, by role: "forward" for the batcher lanes
-    (named batcher-N in the OS, as are the OpenMP threads they start), "other" for the rest:
-    decoding, preprocessing, HTTP, JSON."""
+    """CPU seconds the server's threads have used, by role: "other" for gunicorn's request
+    threads (named REQUEST_THREAD in the OS: decoding, preprocessing, HTTP, JSON) and each
+    process's main thread (accepting and polling connections); "forward" for the rest: the
+    batcher lanes and the OpenMP or OpenVINO threads that they or the precision check start."""
     roles = {"forward": 0.0, "other": 0.0}
     for proc in server_processes(pid):
         for thread in proc.threads():
@@ -235,8 +266,8 @@ def server_cpu(pid: int) -> dict[str, float]:
                 name = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text()
             except OSError:
                 continue  # the thread has ended
-            role = "forward" if name.startswith("batcher") else "other"
-            roles[role] += thread.user_time + thread.system_time
+            other = name.startswith(REQUEST_THREAD) or thread.id == proc.pid
+            roles["other" if other else "forward"] += thread.user_time + thread.system_time
     return roles
 
 
@@ -253,12 +284,21 @@ class Client:
         parts = urlsplit(url)
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
 
-    def call(self, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> int:
+    def fetch(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         self.connection.request(method, path, body=body, headers=headers or {})
         response = self.connection.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> int:
+        return self.fetch(method, path, body, headers)[0]
+
+    def get(self, path: str) -> bytes:
+        status, body = self.fetch("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET {path} answered {status}: {body[:200]!r}")
+        return body
 
 
 @dataclass
@@ -346,26 +386,32 @@ def served(model_dir: Path, files: list[Path], levels: list[int], seconds: float
                 "baseline_images_per_s": statistics.mean(p["baseline"] for p in probes),
                 "best_keeping_images_per_s": statistics.mean(p["best_keeping"]
                                                              for p in probes),
-                **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes))})
+                **cpu_accounting(load, statistics.mean(p["raw_cpu_ms"] for p in probes),
+                                 statistics.mean(p["decode_ms"] for p in probes))})
         loaded_rss = server_rss_mib(server.process.pid)
+        info = json.loads(Client(server.url, timeout=10).get("/model-info"))
     return {"cold_start_s": cold_start, "decided_s": decided, "rss_idle_mib": idle_rss,
-            "rss_loaded_mib": loaded_rss, "levels": results}
+            "rss_loaded_mib": loaded_rss, "levels": results,
+            "served_as": {"backend": info["backend"], "precision": info["precision"]}}
 
 
 
 
 
-def cpu_accounting(load: Load, probe_forward_ms: float) -> dict:
-    """Where the CPU went, in ms per served image, and the ceiling it sets on "x raw limit":
+def cpu_accounting(load: Load, probe_forward_ms: float, decode_only_ms: float) -> dict:
+    """Where the CPU went, in ms per served image, and the ceilings it sets on "x raw limit":
     with every core busy and forwards as cheap as in the probe, an image costs the probe's
-    forward plus the server's other work plus the load generator's."""
+    forward plus the server's other work plus the load generator's; and with HTTP, JSON and
+    the load generator free, the probe's forward plus decoding and preprocessing alone."""
     images = load.statuses.get(200, 0)
     if not images:
         return {}
     per_image = {role: 1000 * used / images for role, used in load.cpu_s.items()}
     overhead = per_image["other"] + per_image["load_generator"]
-    return {"cpu_ms_per_image": {**per_image, "forward_in_probe": probe_forward_ms},
-            "raw_ratio_ceiling": probe_forward_ms / (probe_forward_ms + overhead)}
+    return {"cpu_ms_per_image": {**per_image, "forward_in_probe": probe_forward_ms,
+                                 "decode_preprocess_alone": decode_only_ms},
+            "raw_ratio_ceiling": probe_forward_ms / (probe_forward_ms + overhead),
+            "decode_only_ceiling": probe_forward_ms / (probe_forward_ms + decode_only_ms)}
 
 
 def chart(results: dict, path: Path) -> None:
@@ -411,7 +457,8 @@ def table(results: dict) -> str:
         f"cold start {srv['cold_start_s']:.1f} s{decided} | server RSS idle "
         f"{srv['rss_idle_mib']:.0f} MiB, "
         f"after load {srv['rss_loaded_mib']:.0f} MiB | one bare model "
-        f"{results['one_model_rss_mib']:.0f} MiB "
+        f"{results['one_model_rss_mib']:.0f} MiB, serving as the server did: "
+        f"{srv['served_as']['backend']} {srv['served_as']['precision']} "
         f"(ratio {srv['rss_loaded_mib'] / results['one_model_rss_mib']:.2f})",
         "",
         f"every candidate, raw forward at batch {CANDIDATE_BATCH} on every thread (rounds "
@@ -447,11 +494,13 @@ def table(results: dict) -> str:
         "CPU ms per served image: the server's lanes (forward), the rest of the server "
         "(decode, preprocess, HTTP, JSON), the load generator; the raw-limit probe's forward; "
         "and the most 'x raw limit' could be with every core busy and forwards as cheap as in "
-        "the probe",
+        "the probe; then the photos' decode and preprocess alone (one thread, between the "
+        "stretches of load) and the ceiling they leave if HTTP, JSON and the load generator "
+        "cost nothing",
         "",
         "| concurrency | forward | other server | load generator | forward in probe | "
-        "x raw limit ceiling |",
-        "|---|---|---|---|---|---|",
+        "x raw limit ceiling | decode + preprocess alone | ceiling with free HTTP |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in srv["levels"]:
         if "cpu_ms_per_image" in r:
@@ -459,7 +508,8 @@ def table(results: dict) -> str:
             lines.append(
                 f"| {r['concurrency']} | {cpu['forward']:.1f} | {cpu['other']:.1f} | "
                 f"{cpu['load_generator']:.1f} | {cpu['forward_in_probe']:.1f} | "
-                f"{r['raw_ratio_ceiling']:.2f} |")
+                f"{r['raw_ratio_ceiling']:.2f} | {cpu['decode_preprocess_alone']:.1f} | "
+                f"{r['decode_only_ceiling']:.2f} |")
     lines += ["", "targets (issue 19):", *(f"- {t}" for t in targets(results))]
     return "\n".join(lines)
 
@@ -525,9 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         results["raw_limit"] = raw = raw_limit(predictor, BATCH_SIZES, args.seconds / 4)
         baseline = PlainBaseline(model_dir, files)
         results["baseline"] = {"images_per_s": baseline.rate(args.seconds)}
-        results["one_model_rss_mib"] = reference_rss(model_dir)
         levels = [int(x) for x in args.concurrency.split(",")]
         best_batch = torch.randn(CANDIDATE_BATCH, *predictor.input_shape)
+        bodies = [path.read_bytes() for path in files]
 
         def best_step() -> int:
             predictor.answers(best_batch, best_model,
@@ -538,10 +588,12 @@ def main(argv: list[str] | None = None) -> int:
             cpu: list[float] = []
             rate = forward_rate(predictor, raw["best_batch"], PROBE_S, raw["best_lanes"], cpu)
             return {"raw": rate, "raw_cpu_ms": cpu[0], "baseline": baseline.rate(PROBE_S),
-                    "best_keeping": images_per_s(best_step, PROBE_S)}
+                    "best_keeping": images_per_s(best_step, PROBE_S),
+                    "decode_ms": decode_ms(bodies, predictor.classifier.preprocessing)}
 
         results["served"] = served(model_dir, files, levels, args.seconds, args.rounds,
                                    probe)
+        results["one_model_rss_mib"] = reference_rss(model_dir, results["served"]["served_as"])
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "chart.png")
     print(table(results))

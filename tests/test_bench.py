@@ -40,6 +40,8 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
         # the lanes are told apart by their OS thread names; both roles did work
         assert cpu["forward"] > 0 and cpu["other"] > 0 and cpu["load_generator"] > 0
         assert cpu["forward_in_probe"] > 0 and 0 < level["raw_ratio_ceiling"] < 1
+        assert cpu["decode_preprocess_alone"] > 0
+        assert level["raw_ratio_ceiling"] < level["decode_only_ceiling"] < 1
     # every candidate of both backends, checked and timed; the best one also around each level
     candidates = {(c["backend"], c["precision"]): c for c in results["candidates"]}
     assert {("torch", "fp32"), ("torch", "int8"), ("openvino", "fp32"),
@@ -52,6 +54,12 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
     for target in ("4x the plain fp32", "0.9x the fastest", "/ping p99", "memory", "cold start"):
         assert target in result.stdout
     assert "| 2 |" in result.stdout and "x raw limit ceiling" in result.stdout
+    assert "ceiling with free HTTP" in result.stdout
+    # the one-model reference holds what the server served, whatever its own check would pick
+    served_as = served["served_as"]
+    assert served_as["backend"] in ("torch", "openvino") and served_as["precision"]
+    assert f"serving as the server did: {served_as['backend']} {served_as['precision']}" \
+        in result.stdout
 
 
 def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):

@@ -3,6 +3,9 @@ the head stays fp32, calibration returns fp32's outputs, and both kernel familie
 """
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -53,3 +56,14 @@ def test_original_model_is_untouched(classifier, batch):
     assert list(before) == list(after) and all(torch.equal(before[k], after[k]) for k in before)
     with torch.inference_mode():
         assert torch.equal(model(batch), answers)  # BN not folded into it, no observers left
+
+
+def test_a_dropped_int8_model_is_freed(classifier, batch):
+    """Nothing in torch.ao keeps a quantized model alive once its user drops it (FX caches
+    modules by identity): a precision check that tries int8 and serves another model frees it."""
+    quantized, _ = quantize(classifier.model.eval(), "fc", batch, True)
+    int8_conv = next(m for m in quantized.modules() if isinstance(m, QuantizedConv2d))
+    gone = [weakref.ref(quantized), weakref.ref(int8_conv)]
+    del quantized, int8_conv
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]

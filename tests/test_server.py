@@ -8,7 +8,9 @@ import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import torch
@@ -48,6 +50,28 @@ def test_one_access_log_line_per_request_with_status_latency_and_bytes(small_ser
     assert any(" 200 " in line and f"in={len(body)}" in line and "ms " in line
                for line in lines), lines[-3:]
     assert any(" 400 " in line and "in=0" in line for line in lines), lines[-3:]
+
+
+def thread_names(server) -> list[str]:
+    """The OS names of every thread of the server's processes (master and workers)."""
+    names = []
+    master = psutil.Process(server.process.pid)
+    for process in [master, *master.children(recursive=True)]:
+        for task in (Path("/proc") / str(process.pid) / "task").iterdir():
+            try:
+                names.append((task / "comm").read_text().strip())
+            except OSError:
+                pass  # the thread has ended
+    return names
+
+
+def test_request_threads_and_lanes_carry_their_role_in_the_os_thread_name(small_server, photos):
+    """top -H (and the benchmark's CPU accounting) tells request threads from the lanes."""
+    for photo in photos[:3]:
+        assert small_server.post(photo.read_bytes()).status_code == 200
+    names = thread_names(small_server)
+    assert "request" in names, names
+    assert "batcher-0" in names, names
 
 
 def test_startup_logs_device_arch_and_classes(small_server, photos):

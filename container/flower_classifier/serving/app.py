@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 from flask import Flask, Response, request
 from gunicorn.http.body import ChunkedReader, LengthReader
@@ -14,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from ..environment import Environment
 from ..errors import BadRequest, PayloadTooLarge, ServingError
 from . import page
+from .batcher import name_os_thread
 from .content_types import CUSTOM_ATTRIBUTES, JSON, check_accept, top_k_from
 from .encoder import error_body
 from .handler import Handler
@@ -117,6 +119,19 @@ class Routes:
         return _json(error_body("internal server error; see the server logs"), 500)
 
 
+REQUEST_THREAD = "request"  # the OS name of gunicorn's request threads, as top -H shows them
+_named = threading.local()
+
+
+def name_request_thread() -> None:
+    """Name the thread handling this request REQUEST_THREAD in the OS, once per thread:
+    `top -H` and the benchmark then tell decoding, HTTP and JSON apart from the lanes' forwards
+    (and the OpenMP or OpenVINO threads those start, which take other names)."""
+    if not getattr(_named, "done", False):
+        name_os_thread(REQUEST_THREAD)
+        _named.done = True
+
+
 # (rule, endpoint, method): every route the app answers; the page's four share try_it
 ROUTES = (
     ("/ping", "ping", "GET"),
@@ -134,6 +149,7 @@ def create_app(handler: Handler, env: Environment) -> Flask:
     app = Flask("flower_classifier")
     app.config["MAX_CONTENT_LENGTH"] = env.max_payload_bytes
     routes = Routes(handler, env)
+    app.before_request(name_request_thread)
     for rule, endpoint, method in ROUTES:
         app.add_url_rule(rule, endpoint, getattr(routes, endpoint), methods=[method])
     app.register_error_handler(ServingError, routes.serving_error)
