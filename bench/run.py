@@ -38,6 +38,7 @@ from flower_classifier.model.precision import TORCH, Verdict, fastest
 from flower_classifier.model.predictor import MIXED, Predictor
 from flower_classifier.model.preprocess import preprocess
 from flower_classifier.serving.app import REQUEST_THREAD
+from flower_classifier.serving.batcher import os_thread_names
 from flower_classifier.serving.server import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,9 +249,10 @@ def reference_rss(model_dir: Path, served_as: dict[str, str]) -> float:
 def decode_ms(bodies: list[bytes], spec) -> float:
     """CPU ms per image of decoding and preprocessing `bodies` as a request thread does, in
     this process's one thread: the part of a served image's cost no HTTP change can remove."""
+    limit = Environment.from_env().max_image_pixels  # the server's own bound
     started = time.process_time()
     for body in bodies:
-        preprocess(decode_image(body, 10**9), spec)
+        preprocess(decode_image(body, limit), spec)
     return 1000 * (time.process_time() - started) / len(bodies)
 
 
@@ -261,12 +263,11 @@ def server_cpu(pid: int) -> dict[str, float]:
     batcher lanes and the OpenMP or OpenVINO threads that they or the precision check start."""
     roles = {"forward": 0.0, "other": 0.0}
     for proc in server_processes(pid):
+        names = os_thread_names(proc.pid)
         for thread in proc.threads():
-            try:
-                name = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text()
-            except OSError:
-                continue  # the thread has ended
-            other = name.startswith(REQUEST_THREAD) or thread.id == proc.pid
+            if thread.id not in names:
+                continue  # the thread has ended, or started after the names were read
+            other = names[thread.id].startswith(REQUEST_THREAD) or thread.id == proc.pid
             roles["other" if other else "forward"] += thread.user_time + thread.system_time
     return roles
 

@@ -4,14 +4,13 @@ Uses a real (small) model through the real Predictor; no mocks.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import torch
 
 from conftest import CountingPredictor
 from flower_classifier.model.checkpoint import load_classifier
 from flower_classifier.model.predictor import Predictor
-from flower_classifier.serving.batcher import Batcher
+from flower_classifier.serving.batcher import Batcher, os_thread_names
 
 
 def make(small_model_dir, max_batch=8, delay_ms=50.0):
@@ -105,6 +104,6 @@ def test_lane_threads_carry_their_names_in_the_os(small_model_dir):
     predictor, batcher = make(small_model_dir)
     predictor.release.set()
     batcher.submit(torch.randn(1, 3, 224, 224)).result(timeout=60)  # the lanes are running
-    names = {Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
-             for thread in batcher._lane_threads}
+    os_names = os_thread_names()
+    names = {os_names[thread.native_id] for thread in batcher._lane_threads}
     assert names == {"batcher-0"}

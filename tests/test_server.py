@@ -8,7 +8,6 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +15,7 @@ import requests
 import torch
 
 from conftest import ROOT
+from flower_classifier.serving.batcher import os_thread_names
 from helpers.serving import ServerProcess
 
 
@@ -54,15 +54,9 @@ def test_one_access_log_line_per_request_with_status_latency_and_bytes(small_ser
 
 def thread_names(server) -> list[str]:
     """The OS names of every thread of the server's processes (master and workers)."""
-    names = []
     master = psutil.Process(server.process.pid)
-    for process in [master, *master.children(recursive=True)]:
-        for task in (Path("/proc") / str(process.pid) / "task").iterdir():
-            try:
-                names.append((task / "comm").read_text().strip())
-            except OSError:
-                pass  # the thread has ended
-    return names
+    return [name for process in [master, *master.children(recursive=True)]
+            for name in os_thread_names(process.pid).values()]
 
 
 def test_request_threads_and_lanes_carry_their_role_in_the_os_thread_name(small_server, photos):

@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -137,3 +138,19 @@ def name_os_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def os_thread_names(pid: int | str = "self") -> dict[int, str]:
+    """The OS name (name_os_thread's) of each thread of process `pid`, by thread id; a thread
+    that ends while they are read is left out. Empty where there is no /proc."""
+    names = {}
+    try:
+        tasks = list((Path("/proc") / str(pid) / "task").iterdir())
+    except OSError:
+        return names
+    for task in tasks:
+        try:
+            names[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # the thread has ended
+    return names
