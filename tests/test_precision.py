@@ -204,6 +204,42 @@ def test_a_failing_deferred_check_keeps_fp32_serving(small_model_dir, photos, ca
     assert predictor.forward(batch[:2]).shape == (2, len(classifier.classes))
 
 
+def test_a_check_made_elsewhere_is_served_and_one_that_fails_runs_here(
+        small_model_dir, photos, tmp_path, caplog):
+    """decide(elsewhere=...): the decision another process made (serving/checker.py) is built
+    here without checking a candidate; if that process fails, the check runs here."""
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
+    predictor = Predictor(classifier, CPU, "auto")
+    predictor.warm_up((1,), batch, DecisionCache("elsewhere", tmp_path), defer=True)
+    made = []
+
+    def elsewhere() -> dict:
+        made.append(1)
+        return {"backend": "torch", "precision": "int8", "fp32_layers": []}
+
+    with caplog.at_level(logging.INFO):
+        assert predictor.decide(elsewhere=elsewhere) is True
+    assert made == [1] and "precision check on" not in caplog.text
+    assert "torch int8, chosen by the check in a process of its own" in caplog.text
+    assert (predictor.backend, predictor.precision) == ("torch", "int8")
+    assert keeps_answers(exact, predictor.answers(with_flips(batch)))
+
+    def failing() -> dict:
+        raise RuntimeError("the check's process exited with -9")
+
+    again = Predictor(load_classifier(small_model_dir), CPU, "auto")
+    again.warm_up((1,), batch, DecisionCache("failing", tmp_path), defer=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert again.decide(elsewhere=failing) is True
+    assert "own process failed (the check's process exited with -9): checking in this one" \
+        in caplog.text
+    assert "precision check on 18 inputs" in caplog.text
+    assert keeps_answers(exact, again.answers(with_flips(batch)))
+
+
 def test_choose_honours_the_forced_backend_and_precision():
     """The policy with fake timings: auto takes the fastest that keeps answers; a forced
     precision or backend narrows the pool (int8-mixed counts as int8); nothing keeping in the

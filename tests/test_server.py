@@ -215,6 +215,11 @@ def test_ping_answers_while_inference_is_saturated(starter_server, photos):
     assert max(latencies) < 2.0  # SageMaker's ping timeout; the benchmark reports the p99
 
 
+def log_pid(line: str) -> int:
+    """The process id in a log line of ours: "[time] [PID] [LEVEL] ..."."""
+    return int(line.split("] [", 2)[1])
+
+
 def test_ping_answers_before_the_precision_check_which_then_switches_the_model(
         small_model_dir, photos, tmp_path):
     """PRECISION_CHECK=background (the default): /ping answers as soon as torch fp32 is warm,
@@ -237,6 +242,13 @@ def test_ping_answers_before_the_precision_check_which_then_switches_the_model(
         assert len(switched) == 1, log[-2000:]
         info = requests.get(server.url + "/model-info", timeout=10).json()
         assert f"serving {info['backend']} {info['precision']} from now on" in switched[0]
+        # the candidates were built and timed in a child of the worker (checker.py), which
+        # has ended: the worker built only the chosen model
+        checked = next(line for line in log.splitlines() if "precision check on" in line)
+        assert log_pid(checked) != log_pid(switched[0])
+        assert "chosen by the check in a process of its own" in log
+        worker = psutil.Process(log_pid(switched[0]))
+        assert worker.children() == []
         assert server.post(body).status_code == 200
         assert "Traceback" not in log
     with ServerProcess(small_model_dir, {**env, "PRECISION_CHECK": "startup",

@@ -169,7 +169,7 @@ class Predictor:
             self.deferred = (photos, sample, cache)
             self._switch(self.model, "fp32", TORCH)
         elif self.measures:
-            self._choose(photos, sample, cache)
+            self._settle(photos, sample, cache)
         elif self.precision == "int8":
             self._try_int8(photos, sample)
         elif self.precision != "fp32":
@@ -180,22 +180,37 @@ class Predictor:
             self.forward(sample.repeat((size + len(sample) - 1) // len(sample), 1, 1, 1)[:size])
         return time.perf_counter() - started
 
-    def decide(self, alone: Callable[[], contextlib.AbstractContextManager] | None = None
-               ) -> bool:
+    def decide(self, alone: Callable[[], contextlib.AbstractContextManager] | None = None,
+               elsewhere: Callable[[], dict] | None = None) -> bool:
         """The check warm_up(defer=True) left, run while torch fp32 serves (a server's
         background thread): the chosen model replaces fp32 in one step. `alone()` must hold
         every other forward back (the server's CPU gate): it is held around each timed forward,
         so the timings do not share the cores, and around FX's and torch.export's tracing,
         which patches torch.nn.Module for the whole process. Without it, nothing else may
-        forward meanwhile. An error is logged and fp32 kept. Returns whether a check was
-        pending."""
+        forward meanwhile. `elsewhere()`, if given, runs the check in another process and
+        returns its decision (as check_here() does): only the chosen model is built here, so
+        the candidates' memory never stays in this process; if it fails, the check runs here.
+        An error is logged and fp32 kept. Returns whether a check was pending."""
         if self.deferred is None:
             return False
         photos, sample, cache = self.deferred
         self._alone, self._decider = alone or contextlib.nullcontext, threading.get_ident()
         started = time.perf_counter()
         try:
-            self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
+            decision = self._cached(cache)
+            if decision is None and elsewhere is not None:
+                try:
+                    decision = elsewhere()
+                    log.info("%s %s, chosen by the check in a process of its own",
+                             decision["backend"], decision["precision"])
+                except Exception as error:  # noqa: BLE001 - the check can still run here
+                    log.warning("the precision check's own process failed (%s): checking in "
+                                "this one", error)
+            if decision is None:
+                self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
+            else:
+                self._apply(decision["backend"], decision["precision"], photos,
+                            tuple(decision.get("fp32_layers", ())), cache)
         except Exception:  # a failed check costs speed, never the answers: fp32 keeps serving
             log.exception("the precision check failed; serving torch fp32")
         finally:
@@ -205,19 +220,44 @@ class Predictor:
                  self.backend, self.precision, time.perf_counter() - started)
         return True
 
+    def check_here(self, alone: Callable[[], contextlib.AbstractContextManager]) -> dict:
+        """The deferred check, run in this process for another (serving/checker.py), each
+        timed forward and tracing holding `alone()`; serves its choice here too, and returns
+        it as the decision cache stores it: {"backend", "precision", "fp32_layers"}."""
+        photos, sample, cache = self.deferred
+        self._alone = alone
+        try:
+            self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
+        finally:
+            self.deferred, self._converted, self._alone = None, None, contextlib.nullcontext
+        return {"backend": self.backend, "precision": self.precision,
+                "fp32_layers": list(self.fp32_layers)}
+
+    def _cached(self, cache: DecisionCache | None) -> dict | None:
+        """The decision cached for this model and these candidates, logged; or None."""
+        cached = cache.load() if cache else None
+        if not cached or (cached.setdefault("backend", TORCH), cached["precision"]) not in (
+                *self.candidates(), (TORCH, "fp32"), (TORCH, MIXED)):
+            return None
+        log.info("%s %s, from the decision cached in %s", cached["backend"],
+                 cached["precision"], cache.path)
+        return cached
+
+    def _settle(self, photos: torch.Tensor | None, sample: torch.Tensor,
+                cache: DecisionCache | None) -> None:
+        """Serve the cached decision, or check every candidate now."""
+        cached = self._cached(cache)
+        if cached is None:
+            self._choose(photos, sample, cache)
+        else:
+            self._apply(cached["backend"], cached["precision"], photos,
+                        tuple(cached.get("fp32_layers", ())), cache)
+
     def _choose(self, photos: torch.Tensor | None, sample: torch.Tensor,
                 cache: DecisionCache | None, budget: float = CHECK_BUDGET_S) -> None:
         """Check and time torch fp32 and every candidate; serve the fastest that keeps the
         answers (with INFERENCE_BACKEND=openvino, the fastest of OpenVINO's)."""
         candidates = self.candidates()
-        cached = cache.load() if cache else None
-        if cached and (cached.get("backend", TORCH), cached["precision"]) in (
-                *candidates, (TORCH, "fp32"), (TORCH, MIXED)):
-            log.info("%s %s, from the decision cached in %s", cached.get("backend", TORCH),
-                     cached["precision"], cache.path)
-            self._apply(cached.get("backend", TORCH), cached["precision"], photos,
-                        tuple(cached.get("fp32_layers", ())), cache)
-            return
         started = time.perf_counter()
         deadline = started + budget
         exact, rate = self.timed_answers(sample)

@@ -13,6 +13,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from ..environment import GRACEFUL_TIMEOUT_S, ConfigError, Environment, cpu_count
+from .checker import check_elsewhere
 from .memory import trim_heap, tune_malloc
 
 log = logging.getLogger("flower_classifier")
@@ -89,16 +90,23 @@ def load_model(env: Environment, slot: int = 0):
 def start_precision_check(predictor, gate, torch_threads: int) -> threading.Thread | None:
     """Run the check load_model deferred in a thread of its own, on `torch_threads` threads,
     each timed forward holding the CPU gate alone (no lane or decoder shares the cores with
-    it, so the candidates are timed alike under any traffic); the heap is trimmed after it
-    (the candidates it dropped). None when no check is pending."""
+    it, so the candidates are timed alike under any traffic). On a CPU the candidates are
+    built and timed in a child process (checker.py), which this thread lends the gate to:
+    their memory leaves with it (vgg16: 200-300 MiB the worker kept). A GPU's candidates are
+    the same model under autocast, checked here. The heap is trimmed after it. None when no
+    check is pending."""
     if predictor.deferred is None:
         return None
+    elsewhere = None
+    if predictor.device.type == "cpu":
+        def elsewhere() -> dict:
+            return check_elsewhere(gate.alone)
 
     def check() -> None:
         import torch
 
         torch.set_num_threads(torch_threads)
-        predictor.decide(gate.alone)
+        predictor.decide(gate.alone, elsewhere)
         trim_heap()
 
     thread = threading.Thread(target=check, name="precision-check", daemon=True)
