@@ -197,20 +197,7 @@ class Predictor:
         self._alone, self._decider = alone or contextlib.nullcontext, threading.get_ident()
         started = time.perf_counter()
         try:
-            decision = self._cached(cache)
-            if decision is None and elsewhere is not None:
-                try:
-                    decision = elsewhere()
-                    log.info("%s %s, chosen by the check in a process of its own",
-                             decision["backend"], decision["precision"])
-                except Exception as error:  # noqa: BLE001 - the check can still run here
-                    log.warning("the precision check's own process failed (%s): checking in "
-                                "this one", error)
-            if decision is None:
-                self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
-            else:
-                self._apply(decision["backend"], decision["precision"], photos,
-                            tuple(decision.get("fp32_layers", ())), cache)
+            self._settle(photos, sample, cache, BACKGROUND_BUDGET_S, elsewhere)
         except Exception:  # a failed check costs speed, never the answers: fp32 keeps serving
             log.exception("the precision check failed; serving torch fp32")
         finally:
@@ -244,14 +231,24 @@ class Predictor:
         return cached
 
     def _settle(self, photos: torch.Tensor | None, sample: torch.Tensor,
-                cache: DecisionCache | None) -> None:
-        """Serve the cached decision, or check every candidate now."""
-        cached = self._cached(cache)
-        if cached is None:
-            self._choose(photos, sample, cache)
+                cache: DecisionCache | None, budget: float = CHECK_BUDGET_S,
+                elsewhere: Callable[[], dict] | None = None) -> None:
+        """Serve the cached decision, else the one `elsewhere()` makes, else check every
+        candidate here within `budget`."""
+        decision = self._cached(cache)
+        if decision is None and elsewhere is not None:
+            try:
+                decision = elsewhere()
+                log.info("%s %s, chosen by the check in a process of its own",
+                         decision["backend"], decision["precision"])
+            except Exception as error:  # noqa: BLE001 - the check can still run here
+                log.warning("the precision check's own process failed (%s): checking in "
+                            "this one", error)
+        if decision is None:
+            self._choose(photos, sample, cache, budget)
         else:
-            self._apply(cached["backend"], cached["precision"], photos,
-                        tuple(cached.get("fp32_layers", ())), cache)
+            self._apply(decision["backend"], decision["precision"], photos,
+                        tuple(decision.get("fp32_layers", ())), cache)
 
     def _choose(self, photos: torch.Tensor | None, sample: torch.Tensor,
                 cache: DecisionCache | None, budget: float = CHECK_BUDGET_S) -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -97,10 +98,7 @@ def start_precision_check(predictor, gate, torch_threads: int) -> threading.Thre
     check is pending."""
     if predictor.deferred is None:
         return None
-    elsewhere = None
-    if predictor.device.type == "cpu":
-        def elsewhere() -> dict:
-            return check_elsewhere(gate.alone)
+    elsewhere = partial(check_elsewhere, gate.alone) if predictor.device.type == "cpu" else None
 
     def check() -> None:
         import torch
