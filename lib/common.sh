@@ -403,6 +403,25 @@ local_run_args() {
   require_docker
 }
 
+# local_image [IMAGE]: makes $image ready to run, after local_run_args and docker_gpus. With no
+# IMAGE argument the default image is built from this checkout every time, so it never runs code
+# older than the checkout (Docker's layer cache makes that quick when nothing changed); a named
+# IMAGE runs as it is and is built only if missing. The CPU variant unless GPUS is set; extra
+# 'docker build' arguments from $BUILD_ARGS.
+local_image() {
+  local variant=cpu build_args
+  [[ ${#GPUS[@]} -eq 0 ]] || variant=gpu
+  if (($#)); then
+    ! docker image inspect "$image" >/dev/null 2>&1 || return 0
+    log "image $image not found locally; building it ($variant variant) ..."
+  else
+    log "building $image from this checkout ($variant variant; quick when nothing changed) ..."
+  fi
+  read -r -a build_args <<<"${BUILD_ARGS:-}"
+  docker build --build-arg "VARIANT=$variant" "${build_args[@]}" -t "$image" \
+    "$(dirname "${BASH_SOURCE[0]}")/.." || die "docker build of $image failed (output above)"
+}
+
 # docker_gpus: sets GPUS to (--gpus all) when Docker has an NVIDIA runtime, else to ().
 docker_gpus() {
   # shellcheck disable=SC2034  # GPUS is read by the scripts that source this

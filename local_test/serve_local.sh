@@ -12,9 +12,11 @@ Usage: local_test/serve_local.sh [--help] [IMAGE]
 
 Runs IMAGE (default $DEFAULT_REPOSITORY:latest) with 'serve', mounting local_test/test_dir at
 /opt/ml and publishing localhost:\$PORT (default 8080) -> 8080; adds --gpus all when Docker has an
-NVIDIA runtime. Builds IMAGE first if it is missing (CPU variant unless an NVIDIA runtime is
-present; extra 'docker build' arguments from \$BUILD_ARGS). If test_dir/model has no
-checkpoint.pth, trains one first with local_test/train_local.sh.
+NVIDIA runtime. Without IMAGE it first builds the default image from this checkout, every
+time, so it never serves older code (quick when nothing changed); a named IMAGE is served as it
+is, built only if missing. Builds the CPU variant unless an NVIDIA runtime is present; extra
+'docker build' arguments from \$BUILD_ARGS. If test_dir/model has no checkpoint.pth, trains
+one first with local_test/train_local.sh.
 TEST_DIR overrides the directory mounted at /opt/ml (default local_test/test_dir).
 Then, from another shell: local_test/predict.sh local_test/payloads/rose.jpg
 USAGE
@@ -24,14 +26,7 @@ local_run_args "$@"
 root=$(dirname "$here")
 port=${PORT:-8080}
 docker_gpus
-variant=cpu
-[[ ${#GPUS[@]} -eq 0 ]] || variant=gpu
-
-if ! docker image inspect "$image" >/dev/null 2>&1; then
-    echo "image $image not found locally; building it ($variant variant) ..." >&2
-    read -r -a build_args <<<"${BUILD_ARGS:-}"
-    docker build --build-arg "VARIANT=$variant" "${build_args[@]}" -t "$image" "$root"
-fi
+local_image "$@"
 
 if [[ ! -f $test_dir/model/checkpoint.pth ]]; then
     echo "no model at $test_dir/model/checkpoint.pth; training one with train_local.sh first ..." >&2

@@ -10,7 +10,9 @@ usage() {
 Usage: local_test/train_local.sh [--help] [IMAGE]
 
 Runs IMAGE (default $DEFAULT_REPOSITORY:latest) with 'train', mounting local_test/test_dir at
-/opt/ml; adds --gpus all when Docker has an NVIDIA runtime. Expects images in
+/opt/ml; adds --gpus all when Docker has an NVIDIA runtime. Without IMAGE it first builds the
+default image from this checkout (as serve_local.sh does); a named IMAGE is built only if
+missing. Expects images in
   local_test/test_dir/input/data/train/<class>/*.jpg  and  .../valid/<class>/*.jpg
 and hyperparameters in local_test/test_dir/input/config/hyperparameters.json.
 The model (checkpoint.pth, cat_to_name.json) lands in local_test/test_dir/model; on failure
@@ -21,12 +23,11 @@ USAGE
 
 local_run_args "$@"
 data=$test_dir/input/data
-docker image inspect "$image" >/dev/null 2>&1 ||
-    die "image $image not found; build it (local_test/serve_local.sh builds it) or pass IMAGE"
 [[ -d $data/train ]] || die "no training data in $data/train/<class>/*.jpg" \
     "(and valid/<class>/ for validation), e.g. the flower_data train/ and valid/ folders"
 
 docker_gpus
+local_image "$@"
 
 mkdir -p "$test_dir/model" "$test_dir/output"
 rm -f "$test_dir/output/failure"

@@ -20,9 +20,11 @@ from helpers.docker_env import (
     CPU_IMAGE_TAG,
     IMAGE_TAG,
     REPO,
+    build_args_env,
     build_image,
     free_port,
     http,
+    image_id,
     logs,
     remove,
     require_docker,
@@ -432,18 +434,26 @@ def test_serve_bad_model_exits_nonzero(image, tmp_path, content):
 
 
 @pytest.mark.docker
-def test_serve_local_script(image, trained):
-    """local_test/serve_local.sh serves TEST_DIR/model on localhost:PORT until interrupted."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(REPO / "local_test" / "serve_local.sh"), image],
-        env={**os.environ, "PORT": str(port), "TEST_DIR": str(trained)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def test_serve_local_script(image, cpu_image, trained, tmp_path):
+    """local_test/serve_local.sh with no IMAGE builds the default image from this checkout even
+    when one by that name exists, so a stale build is never served, then serves TEST_DIR/model on
+    localhost:PORT until interrupted. The stale stand-in is the other variant's image; the
+    rebuild is the CPU variant, all from cache (cpu_image was built with the same arguments)."""
+    default = "flower-classifier:latest"  # lib/common.sh's $DEFAULT_REPOSITORY:latest
+    before = image_id(default)
+    run(["docker", "tag", image, default])
+    port, log = free_port(), tmp_path / "serve_local.log"
+    with open(log, "w") as out:  # a file, not a pipe that the server's log could fill
+        proc = subprocess.Popen(
+            [str(REPO / "local_test" / "serve_local.sh")],
+            env={**os.environ, "PORT": str(port), "TEST_DIR": str(trained),
+                 "BUILD_ARGS": build_args_env("cpu")},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout=180)
+        assert image_id(default) == image_id(cpu_image) != image_id(image)
         photo = jpeg(CLASSES["2"], 3)
         check_predictions(
             *http(
@@ -462,7 +472,11 @@ def test_serve_local_script(image, trained):
         left = run(["docker", "ps", "-q", "--filter", f"publish={port}"]).stdout.split()
         for cid in left:
             remove(cid)
-        assert not left, "serve_local.sh left its container running after Ctrl-C"
+        run(["docker", "tag", before, default] if before else ["docker", "rmi", default],
+            check=False)
+    output = log.read_text()
+    assert "building flower-classifier:latest from this checkout" in output, output[-3000:]
+    assert not left, "serve_local.sh left its container running after Ctrl-C"
 
 
 @pytest.mark.docker

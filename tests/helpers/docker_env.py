@@ -128,6 +128,12 @@ def build_image(tag: str = IMAGE_TAG, variant: str = "gpu") -> str:
         pytest.fail(f"image build failed: {e}")
 
 
+def image_id(tag: str) -> str | None:
+    """The ID of the image tagged `tag`, or None when there is none."""
+    proc = run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
