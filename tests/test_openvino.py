@@ -2,6 +2,7 @@
 answer check, the decision between backends and its cache, and the settings' errors."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -95,6 +96,32 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
     assert "from the decision cached" in caplog.text and "precision check on" not in caplog.text
     assert isinstance(again.model, OpenVinoModel)
     assert keeps_answers(exact, again.answers(with_flips(batch)))
+
+
+def test_a_check_for_another_process_leaves_the_compile_for_the_lanes_to_it(
+        small_model_dir, photos, tmp_path):
+    """check_here() (the checker's child) caches OpenVINO's graph and keeps the one-stream
+    model it timed; the worker that applies its decision compiles that graph for two lanes."""
+    batch = photo_batch(photos, load_classifier(small_model_dir).preprocessing)
+    cache = DecisionCache("openvino-elsewhere", tmp_path)
+    worker, child = (Predictor(load_classifier(small_model_dir), CPU, "fp32",
+                               backend="openvino", lanes=2) for _ in range(2))
+    for predictor in (worker, child):
+        predictor.warm_up((1,), batch, cache, defer=True)
+    decisions = []
+
+    def elsewhere() -> dict:
+        decisions.append(child.check_here(contextlib.nullcontext))
+        return decisions[-1]
+
+    assert worker.decide(elsewhere=elsewhere)
+    assert decisions == [{"backend": "openvino", "precision": "fp32", "fp32_layers": []}]
+    assert int(child.model.compiled.get_property("NUM_STREAMS")) == 1  # as it was timed
+    assert cache.artifact("openvino").is_file()
+    assert worker.backend == "openvino"
+    assert int(worker.model.compiled.get_property("NUM_STREAMS")) == 2
+    exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
+    assert keeps_answers(exact, worker.answers(with_flips(batch)))
 
 
 def test_candidates_follow_the_settings():

@@ -209,12 +209,13 @@ class Predictor:
 
     def check_here(self, alone: Callable[[], contextlib.AbstractContextManager]) -> dict:
         """The deferred check, run in this process for another (serving/checker.py), each
-        timed forward and tracing holding `alone()`; serves its choice here too, and returns
-        it as the decision cache stores it: {"backend", "precision", "fp32_layers"}."""
+        timed forward and tracing holding `alone()`; returns the choice as the decision cache
+        stores it: {"backend", "precision", "fp32_layers"}. OpenVINO's graph is cached for
+        the other process, not compiled again for lanes that will never run here."""
         photos, sample, cache = self.deferred
         self._alone = alone
         try:
-            self._choose(photos, sample, cache, BACKGROUND_BUDGET_S)
+            self._choose(photos, sample, cache, BACKGROUND_BUDGET_S, serve=False)
         finally:
             self.deferred, self._converted, self._alone = None, None, contextlib.nullcontext
         return {"backend": self.backend, "precision": self.precision,
@@ -251,9 +252,12 @@ class Predictor:
                         tuple(decision.get("fp32_layers", ())), cache)
 
     def _choose(self, photos: torch.Tensor | None, sample: torch.Tensor,
-                cache: DecisionCache | None, budget: float = CHECK_BUDGET_S) -> None:
+                cache: DecisionCache | None, budget: float = CHECK_BUDGET_S,
+                serve: bool = True) -> None:
         """Check and time torch fp32 and every candidate; serve the fastest that keeps the
-        answers (with INFERENCE_BACKEND=openvino, the fastest of OpenVINO's)."""
+        answers (with INFERENCE_BACKEND=openvino, the fastest of OpenVINO's). Without `serve`,
+        the chosen model is kept as it was checked (OpenVINO: one stream, its graph cached),
+        not compiled for the lanes."""
         candidates = self.candidates()
         started = time.perf_counter()
         deadline = started + budget
@@ -287,7 +291,7 @@ class Predictor:
             self.fp32_layers = ()
         model = models.get((chosen.backend, chosen.precision), self.model)  # bf16: fp32's
         if chosen.backend == OPENVINO:
-            model = self._for_lanes(model, cache)
+            model = self._for_lanes(model, cache, compile_for_lanes=serve)
         del models
         self._converted = None
         self._switch(model, chosen.precision, chosen.backend)  # frees fp32's weights (int8)
@@ -347,13 +351,15 @@ class Predictor:
                         self.classifier.arch, type(error).__name__, reason)
             return None
 
-    def _for_lanes(self, checked: OpenVinoModel, cache: DecisionCache | None) -> OpenVinoModel:
+    def _for_lanes(self, checked: OpenVinoModel, cache: DecisionCache | None,
+                   compile_for_lanes: bool = True) -> OpenVinoModel:
         """The OpenVINO model that passed the check, compiled again for the server's lanes
-        (one stream each); its graph (IR files) cached for the next worker."""
+        (one stream each) unless `compile_for_lanes` is false; its graph (IR files) cached for
+        the next worker."""
         if cache:
             openvino_backend.save(checked.graph, cache.artifact(OPENVINO))
         served = checked
-        if self.lanes > 1:
+        if self.lanes > 1 and compile_for_lanes:
             served = openvino_backend.compile_model(checked.graph, checked.precision,
                                                     torch.get_num_threads(), self.lanes)
         served.graph = checked.graph = None  # the compiled model holds what it runs
