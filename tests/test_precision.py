@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import torch
 
+import flower_classifier
 from conftest import keeps_answers, photo_batch
 from flower_classifier.model.calibration import with_flips
 from flower_classifier.model.checkpoint import load_classifier
@@ -76,6 +83,84 @@ def test_cache_round_trip_and_bad_files(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         DecisionCache("k3", blocked).save("int8", [])  # cannot create a folder under a file
     assert "not cached" in caplog.text
+
+
+# Another worker of the same model: it takes the decision lock, says so, holds it for argv[3]
+# seconds (forever when negative), then caches torch int8 as its decision and exits.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from flower_classifier.model.precision import DecisionCache
+cache = DecisionCache(sys.argv[1], Path(sys.argv[2]))
+with cache.deciding(5):
+    print("held", flush=True)
+    hold = float(sys.argv[3])
+    time.sleep(hold if hold >= 0 else 3600)
+    cache.save("int8", [], backend="torch", fp32_layers=[])
+"""
+
+
+def hold_decision(key: str, folder: Path, seconds: float) -> subprocess.Popen:
+    """A real second process holding `key`'s decision lock, started and holding it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(flower_classifier.__file__).parents[1])}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, key, str(folder), str(seconds)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_worker_waits_for_the_decision_another_worker_is_making_and_serves_it(
+        small_model_dir, photos, tmp_path, caplog):
+    """MODEL_SERVER_WORKERS > 1: while another process decides for the same model (it holds
+    the decision lock), decide() waits for it, then serves its cached decision without
+    checking a candidate here or in a process of its own."""
+    classifier = load_classifier(small_model_dir)
+    batch = photo_batch(photos, classifier.preprocessing)
+    exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
+    predictor = Predictor(classifier, CPU, "auto")
+    predictor.warm_up((1,), batch, DecisionCache("shared", tmp_path), defer=True)
+    holder = hold_decision("shared", tmp_path, 1.5)
+    made = []
+    try:
+        with caplog.at_level(logging.INFO):
+            assert predictor.decide(elsewhere=lambda: made.append(1) or {}) is True
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0
+    assert made == [] and "precision check on" not in caplog.text
+    assert "another worker is deciding this model's precision" in caplog.text
+    assert "torch int8, from the decision cached in" in caplog.text
+    assert (predictor.backend, predictor.precision) == ("torch", "int8")
+    assert keeps_answers(exact, predictor.answers(with_flips(batch)))
+
+
+def test_the_decision_lock_is_given_up_after_its_wait_and_freed_by_a_dead_holder(
+        tmp_path, caplog):
+    """A holder that never lets go costs a waiting worker `wait_s`, then it decides for
+    itself; a holder that dies (SIGKILL) frees the lock at once; where no lock file can be
+    made, the decision is made unlocked."""
+    holder = hold_decision("stuck", tmp_path, -1)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO), DecisionCache("stuck", tmp_path).deciding(0.6):
+            waited = time.monotonic() - started
+        assert waited >= 0.6
+        assert "another worker held" in caplog.text and "deciding without it" in caplog.text
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        caplog.clear()
+        with caplog.at_level(logging.INFO), DecisionCache("stuck", tmp_path).deciding(30):
+            pass
+        assert "another worker" not in caplog.text  # taken at once: the kernel released it
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), DecisionCache("k", blocked).deciding(30):
+        pass
+    assert "precision decisions not shared between workers" in caplog.text
 
 
 def test_auto_checks_every_candidate_serves_one_that_keeps_answers_and_caches_it(

@@ -36,6 +36,10 @@ CHUNK = 8  # the check's forwards run in chunks, so warm-up memory stays at a se
 MIXED_TRIES = (1, 2, 4)  # how many of the most sensitive layers each try leaves in fp32
 CHECK_BUDGET_S = 10.0  # no candidate's check starts after this many seconds of checks
 BACKGROUND_BUDGET_S = 120.0  # the same, for decide(): fp32 serves meanwhile, /ping answers
+# how long past its budget a check may hold its model's decision lock before the workers
+# waiting for it decide for themselves: the last candidate started within the budget (vgg16's
+# OpenVINO int8, 30-60 s on two cores) and the chosen model's build
+DECIDING_SLACK_S = 180.0
 
 
 class Predictor:
@@ -235,21 +239,23 @@ class Predictor:
                 cache: DecisionCache | None, budget: float = CHECK_BUDGET_S,
                 elsewhere: Callable[[], dict] | None = None) -> None:
         """Serve the cached decision, else the one `elsewhere()` makes, else check every
-        candidate here within `budget`."""
-        decision = self._cached(cache)
-        if decision is None and elsewhere is not None:
-            try:
-                decision = elsewhere()
-                log.info("%s %s, chosen by the check in a process of its own",
-                         decision["backend"], decision["precision"])
-            except Exception as error:  # noqa: BLE001 - the check can still run here
-                log.warning("the precision check's own process failed (%s): checking in "
-                            "this one", error)
-        if decision is None:
-            self._choose(photos, sample, cache, budget)
-        else:
-            self._apply(decision["backend"], decision["precision"], photos,
-                        tuple(decision.get("fp32_layers", ())), cache)
+        candidate here within `budget`. One worker of a model decides at a time: the others
+        wait for its decision and serve it from the cache."""
+        with cache.deciding(budget + DECIDING_SLACK_S) if cache else contextlib.nullcontext():
+            decision = self._cached(cache)
+            if decision is None and elsewhere is not None:
+                try:
+                    decision = elsewhere()
+                    log.info("%s %s, chosen by the check in a process of its own",
+                             decision["backend"], decision["precision"])
+                except Exception as error:  # noqa: BLE001 - the check can still run here
+                    log.warning("the precision check's own process failed (%s): checking in "
+                                "this one", error)
+            if decision is None:
+                self._choose(photos, sample, cache, budget)
+            else:
+                self._apply(decision["backend"], decision["precision"], photos,
+                            tuple(decision.get("fp32_layers", ())), cache)
 
     def _choose(self, photos: torch.Tensor | None, sample: torch.Tensor,
                 cache: DecisionCache | None, budget: float = CHECK_BUDGET_S,
