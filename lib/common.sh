@@ -403,7 +403,7 @@ local_run_args() {
   require_docker
 }
 
-# local_image [IMAGE]: makes $image ready to run, after local_run_args and docker_gpus. With no
+# local_image [IMAGE]: makes $image ready to run, after docker_gpus (and local_run_args). With no
 # IMAGE argument the default image is built from this checkout every time, so it never runs code
 # older than the checkout (Docker's layer cache makes that quick when nothing changed); a named
 # IMAGE runs as it is and is built only if missing. The CPU variant unless GPUS is set; extra

@@ -13,7 +13,9 @@ Usage: local_test/batch_transform.sh [--help] INPUT_DIR OUTPUT_DIR [--model-dir 
 
 Classifies every file under INPUT_DIR and writes OUTPUT_DIR/<relative path>.out (the JSON
 answer), as a SageMaker transform job with SplitType None and BatchStrategy SingleRecord does:
-  1. runs IMAGE (default $DEFAULT_REPOSITORY:latest) with 'serve', DIR (default
+  1. runs IMAGE with 'serve' (without --image: $DEFAULT_REPOSITORY:latest, built from this
+     checkout first, as local_test/serve_local.sh does; a named IMAGE is built only if it is
+     missing; extra 'docker build' arguments from \$BUILD_ARGS), DIR (default
      local_test/test_dir/model) mounted at /opt/ml/model and SAGEMAKER_BATCH=true, on a free
      loopback port (--gpus all when Docker has an NVIDIA runtime); --url URL uses a server that
      is already running instead (e.g. local_test/serve_local.sh's http://localhost:8080);
@@ -25,7 +27,8 @@ Files that fail are listed and the exit status is 1; the others' .out files are 
 USAGE
 }
 
-args=() model_dir=$here/test_dir/model image=$DEFAULT_REPOSITORY:latest url="" content_type=""
+args=() model_dir=$here/test_dir/model image=$DEFAULT_REPOSITORY:latest named=() url=""
+content_type=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
@@ -33,7 +36,7 @@ while [[ $# -gt 0 ]]; do
             need_arg "$1" "${2:-}"
             case "$1" in
                 --model-dir) model_dir=$2 ;;
-                --image) image=$2 ;;
+                --image) image=$2 named=("$2") ;;
                 --url) url=${2%/} ;;
                 --content-type) content_type=$2 ;;
             esac
@@ -58,9 +61,8 @@ mapfile -t files < <(cd "$input" && find . -type f ! -name '.*' | sed 's|^\./||'
 if [[ -z $url ]]; then
     [[ -f $model_dir/checkpoint.pth ]] || die "no checkpoint.pth in --model-dir $model_dir"
     require_docker
-    docker image inspect "$image" >/dev/null 2>&1 ||
-        die "image $image not found; build it (local_test/serve_local.sh builds it) or pass --image"
     docker_gpus
+    local_image "${named[@]}"
     container=$(docker run -d --rm "${GPUS[@]}" -p 127.0.0.1::8080 \
         -v "$(cd "$model_dir" && pwd):/opt/ml/model:ro" -e SAGEMAKER_BATCH=true \
         -e SAGEMAKER_BATCH_STRATEGY=SINGLE_RECORD "$image" serve)

@@ -485,9 +485,13 @@ def test_require_docker_passes():
 
 
 @pytest.mark.docker
-def test_local_batch_transform_runs_the_real_container(image, trained, tmp_path):
+def test_local_batch_transform_runs_the_real_container(cpu_image, trained, tmp_path):
     """local_test/batch_transform.sh without --url: it starts the image with SAGEMAKER_BATCH,
-    reads /execution-parameters and writes one <file>.out per input, as a transform job does."""
+    reads /execution-parameters and writes one <file>.out per input, as a transform job does.
+    The --image it is given is missing, so it builds it first (the CPU variant, all from cache:
+    cpu_image was built with the same arguments), as serve_local.sh does."""
+    missing = "flower-classifier-transform:missing"
+    run(["docker", "rmi", missing], check=False)
     source = tmp_path / "in"
     (source / "sub").mkdir(parents=True)
     photos = sorted(PAYLOADS.glob("*.jpg"))[:3]
@@ -495,8 +499,14 @@ def test_local_batch_transform_runs_the_real_container(image, trained, tmp_path)
         (source / photo.name).write_bytes(photo.read_bytes())
     (source / "sub" / photos[2].name).write_bytes(photos[2].read_bytes())
     out = tmp_path / "out"
-    proc = run([str(REPO / "local_test" / "batch_transform.sh"), str(source), str(out),
-                "--model-dir", str(trained / "model"), "--image", image], timeout=600)
+    try:
+        proc = run([str(REPO / "local_test" / "batch_transform.sh"), str(source), str(out),
+                    "--model-dir", str(trained / "model"), "--image", missing], timeout=600,
+                   env={**os.environ, "BUILD_ARGS": build_args_env("cpu")})
+        assert image_id(missing) == image_id(cpu_image)
+    finally:
+        run(["docker", "rmi", missing], check=False)
+    assert f"image {missing} not found locally; building it (cpu variant)" in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.out"))
     assert written == sorted([f"{photos[0].name}.out", f"{photos[1].name}.out",
