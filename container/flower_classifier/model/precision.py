@@ -4,23 +4,21 @@ timed; the fastest that keeps the answers serves. The decision is cached per mod
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 TOP1_TOLERANCE = 0.02  # a reduced precision keeps answers: same top-1, probability within this
 CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "flower-serving"
 POLICY = 3  # part of every cache key: a changed policy decides afresh
-LOCK_POLL_S = 0.2  # how often a worker waiting for another's decision tries its lock
 TORCH = "torch"  # the backend the reference fp32 answers come from
 OPENVINO = "openvino"
 MIXED = "int8-mixed"  # torch int8 with the layers most sensitive to it left in fp32
@@ -113,6 +111,25 @@ def decision_key(files: list[Path], candidates: list[str], device: str,
     return digest.hexdigest()[:32]
 
 
+def _take(lock: FileLock, wait_s: float) -> bool:
+    """Acquire `lock` within `wait_s`, saying so when another worker holds it; False (logged)
+    when it cannot be had."""
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another worker is deciding this model's precision (%s holds it): "
+                     "waiting for its decision", lock.lock_file)
+            lock.acquire(timeout=wait_s)
+        return True
+    except Timeout:  # an OSError too: caught first
+        log.warning("another worker held %s for %.0f s: deciding without it", lock.lock_file,
+                    wait_s)
+    except OSError as error:
+        log.warning("precision decisions not shared between workers (%s)", error)
+    return False
+
+
 class DecisionCache:
     """The chosen precision for one key, in CACHE_DIR: a replaced worker, or the next worker of
     the same endpoint, starts without checking every candidate again."""
@@ -129,45 +146,17 @@ class DecisionCache:
         """Held while this process decides for the key, so that the other workers of the same
         model (MODEL_SERVER_WORKERS > 1) wait for its decision and read it, rather than all
         checking the same candidates on the same cores at once, each slowing the others'
-        timings. An exclusive flock on a file beside the decision: the kernel releases it if
-        its holder dies. After `wait_s`, or where the lock cannot be taken (no writable
-        CACHE_DIR, a file system without flock), the decision is made unlocked."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
-        except OSError as error:
-            log.warning("precision decisions not shared between workers (%s)", error)
+        timings. A file lock (flock) beside the decision: the kernel releases it if its holder
+        dies. After `wait_s`, or where the lock cannot be taken (no writable CACHE_DIR, a file
+        system without flock), the decision is made unlocked."""
+        lock = FileLock(self.path.with_suffix(".lock"))
+        if not _take(lock, wait_s):
             yield
             return
-        with handle:
-            if self._lock(handle, wait_s):
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-            else:
-                yield
-
-    def _lock(self, handle, wait_s: float) -> bool:
-        """flock `handle` within `wait_s` (polled: a blocking flock cannot time out)."""
-        deadline, waiting = time.monotonic() + wait_s, False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    log.warning("another worker held %s for %.0f s: deciding without it",
-                                handle.name, wait_s)
-                    return False
-                if not waiting:
-                    log.info("another worker is deciding this model's precision (%s holds "
-                             "it): waiting for its decision", handle.name)
-                    waiting = True
-                time.sleep(LOCK_POLL_S)
-            except OSError as error:
-                log.warning("precision decisions not shared between workers (%s)", error)
-                return False
+        try:
+            yield
+        finally:
+            lock.release()
 
     def load(self) -> dict | None:
         """{"precision": ..., "backend": ..., "fp32_layers": [...], "verdicts": [...]}, or
