@@ -16,7 +16,7 @@ from flower_classifier.model import openvino_backend
 from flower_classifier.model.calibration import with_flips
 from flower_classifier.model.checkpoint import load_classifier
 from flower_classifier.model.openvino_backend import OpenVinoModel
-from flower_classifier.model.precision import DecisionCache, Verdict
+from flower_classifier.model.precision import DecisionCache, Verdict, decision_key
 from flower_classifier.model.predictor import Predictor
 from flower_classifier.serving.server import check_backend
 
@@ -70,9 +70,9 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
     classifier = load_classifier(small_model_dir)
     batch = photo_batch(photos, classifier.preprocessing)
     exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
-    cache = DecisionCache("openvino-test", tmp_path)
     predictor = Predictor(classifier, CPU, "fp32", backend="auto", lanes=2)
     assert predictor.candidates() == [("openvino", "fp32")]
+    cache = DecisionCache(decision_key([], predictor.decision_terms(), "cpu"), tmp_path)
     with caplog.at_level(logging.INFO):
         predictor.warm_up((1,), batch, cache)
     checked = caplog.text.split("precision check on 18 inputs:")[1]
@@ -81,8 +81,14 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
     saved = cache.load()
     assert (saved["backend"], saved["precision"]) == (predictor.backend, "fp32")
 
+    # INFERENCE_BACKEND=openvino times the same candidates but chooses among OpenVINO's only:
+    # its own key, so auto's choice (torch fp32 where torch was faster) is never served for it
     choice = Predictor(load_classifier(small_model_dir), CPU, "fp32", backend="openvino",
                        lanes=2)
+    assert choice.candidates() == predictor.candidates()
+    cache = DecisionCache(decision_key([], choice.decision_terms(), "cpu"), tmp_path)
+    assert cache.path != DecisionCache(decision_key([], predictor.decision_terms(), "cpu"),
+                                       tmp_path).path
     with caplog.at_level(logging.INFO):
         choice.warm_up((1,), batch, cache)
     assert choice.backend == "openvino"
@@ -137,8 +143,9 @@ def test_candidates_follow_the_settings():
     auto.requested_backend, auto.requested_precision = "openvino", "bf16"
     assert auto.candidates() == [("openvino", "bf16" if ("openvino", "bf16") in pairs
                                   else "fp32")]
-    labels = Predictor.candidate_labels(auto)
-    assert labels[0].startswith(f"openvino{openvino_backend.version()}:")
+    terms = Predictor.decision_terms(auto)
+    assert terms[:2] == ["backend=openvino", "precision=bf16"]
+    assert terms[2].startswith(f"openvino{openvino_backend.version()}:")
 
 
 def test_forced_openvino_serves_openvino_even_when_torch_is_faster():

@@ -97,16 +97,17 @@ def cpu_model() -> str:
                  if line.startswith("model name")), "")
 
 
-def decision_key(files: list[Path], candidates: list[str], device: str,
+def decision_key(files: list[Path], terms: list[str], device: str,
                  cpu: str | None = None) -> str:
     """A digest of everything the decision depends on: the model's files and calibration photos
-    (their bytes), the candidates, the device, the CPU model and the torch version."""
+    (their bytes), the settings' terms (the candidates and the rule choosing among them), the
+    device, the CPU model and the torch version."""
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(f"{path.name}\0".encode())
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
-    digest.update(json.dumps([POLICY, candidates, device, cpu_model() if cpu is None else cpu,
+    digest.update(json.dumps([POLICY, terms, device, cpu_model() if cpu is None else cpu,
                               torch.__version__]).encode())
     return digest.hexdigest()[:32]
 

@@ -111,10 +111,14 @@ class Predictor:
             found += [(OPENVINO, p) for p in wanted]
         return sorted(found, key=CANDIDATE_ORDER.index)
 
-    def candidate_labels(self) -> list[str]:
-        """candidates() as strings for the decision cache's key (with OpenVINO's version)."""
-        return [f"{backend}{openvino_backend.version() if backend == OPENVINO else ''}:{p}"
-                for backend, p in self.candidates()]
+    def decision_terms(self) -> list[str]:
+        """What the choice depends on among this predictor's settings, for the decision cache's
+        key: the requested backend and precision (choose() picks among theirs: INFERENCE_BACKEND
+        =auto and =openvino can time the same candidates and still choose differently) and the
+        candidates (OpenVINO's with its version)."""
+        return [f"backend={self.requested_backend}", f"precision={self.requested_precision}",
+                *(f"{backend}{openvino_backend.version() if backend == OPENVINO else ''}:{p}"
+                  for backend, p in self.candidates())]
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         model, precision = self._serving

@@ -72,7 +72,7 @@ def load_model(env: Environment, slot: int = 0):
     cache = None
     if predictor.measures:
         model_files = [f for f in Path(env.model_dir).rglob("*") if f.is_file()]
-        cache = DecisionCache(decision_key([*model_files, *photos], predictor.candidate_labels(),
+        cache = DecisionCache(decision_key([*model_files, *photos], predictor.decision_terms(),
                                            str(device)))
     warm = predictor.warm_up(sizes, load_photos(photos, classifier.preprocessing,
                                                 env.max_image_pixels), cache,
