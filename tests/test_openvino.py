@@ -72,13 +72,13 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
     exact = Predictor(load_classifier(small_model_dir), CPU, "fp32").answers(with_flips(batch))
     predictor = Predictor(classifier, CPU, "fp32", backend="auto", lanes=2)
     assert predictor.candidates() == [("openvino", "fp32")]
-    cache = DecisionCache(decision_key([], predictor.decision_terms(), "cpu"), tmp_path)
+    auto_cache = DecisionCache(decision_key([], predictor.decision_terms(), "cpu"), tmp_path)
     with caplog.at_level(logging.INFO):
-        predictor.warm_up((1,), batch, cache)
+        predictor.warm_up((1,), batch, auto_cache)
     checked = caplog.text.split("precision check on 18 inputs:")[1]
     assert "fp32 keeps answers" in checked and "openvino fp32 " in checked
     assert keeps_answers(exact, predictor.answers(with_flips(batch)))
-    saved = cache.load()
+    saved = auto_cache.load()
     assert (saved["backend"], saved["precision"]) == (predictor.backend, "fp32")
 
     # INFERENCE_BACKEND=openvino times the same candidates but chooses among OpenVINO's only:
@@ -87,8 +87,7 @@ def test_auto_decides_between_backends_and_a_new_worker_reuses_the_ir(
                        lanes=2)
     assert choice.candidates() == predictor.candidates()
     cache = DecisionCache(decision_key([], choice.decision_terms(), "cpu"), tmp_path)
-    assert cache.path != DecisionCache(decision_key([], predictor.decision_terms(), "cpu"),
-                                       tmp_path).path
+    assert cache.path != auto_cache.path
     with caplog.at_level(logging.INFO):
         choice.warm_up((1,), batch, cache)
     assert choice.backend == "openvino"

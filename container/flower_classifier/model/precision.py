@@ -123,7 +123,7 @@ def _take(lock: FileLock, wait_s: float) -> bool:
                      "waiting for its decision", lock.lock_file)
             lock.acquire(timeout=wait_s)
         return True
-    except Timeout:  # an OSError too: caught first
+    except Timeout:  # filelock's Timeout is an OSError too: caught before it
         log.warning("another worker held %s for %.0f s: deciding without it", lock.lock_file,
                     wait_s)
     except OSError as error:
