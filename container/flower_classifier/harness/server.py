@@ -83,13 +83,23 @@ class ServerProcess:
         if "the precision check runs once /ping answers" not in self.log:
             return None
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if "from now on" in self.log:
-                return time.monotonic() - started
+        self.wait_logged("from now on", timeout=timeout, what="the precision check's end")
+        return time.monotonic() - started
+
+    def wait_logged(self, *texts: str, timeout: float = 60.0, what: str = "") -> str:
+        """The log once it holds every one of `texts` (a worker that forks late logs late).
+        Fails after `timeout` seconds or if the process dies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log
+            if all(text in log for text in texts):
+                return log
             if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
-            time.sleep(0.2)
-        raise AssertionError(f"the precision check did not end in {timeout} s:\n{self.log}")
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what or ', '.join(map(repr, texts))} not logged in {timeout} s:\n{log}")
+            time.sleep(0.1)
 
     def wait_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
