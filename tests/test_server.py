@@ -233,11 +233,7 @@ def test_ping_answers_before_the_precision_check_which_then_switches_the_model(
         assert "backend torch, precision fp32" in ready_log
         assert "the precision check runs once /ping answers" in ready_log
         assert server.post(body).status_code == 200
-        for _ in range(240):  # bounded: 120 s
-            if "from now on" in server.log:
-                break
-            time.sleep(0.5)
-        log = server.log
+        log = server.wait_logged("from now on", timeout=120)
         switched = [line for line in log.splitlines() if "from now on" in line]
         assert len(switched) == 1, log[-2000:]
         info = requests.get(server.url + "/model-info", timeout=10).json()
