@@ -259,7 +259,10 @@ def test_two_workers_of_one_model_run_one_precision_check_and_share_its_decision
         small_model_dir, photos, tmp_path):
     """MODEL_SERVER_WORKERS=2 on a CPU: one worker checks the candidates (in its child process);
     the other waits on the model's decision lock, then serves that decision from the cache,
-    instead of checking the same candidates on the same cores at the same time."""
+    instead of checking the same candidates on the same cores at the same time. (A second
+    worker that starts after the check has ended finds the decision without waiting: on a
+    loaded host that can happen, so the wait is asserted only where it was logged; the lock
+    itself is tested in test_precision.py.)"""
     env = {"TMPDIR": str(tmp_path), "MODEL_SERVER_WORKERS": "2",
            "PRECISION_CHECK": "background"}
     with ServerProcess(small_model_dir, env) as server:
@@ -274,11 +277,11 @@ def test_two_workers_of_one_model_run_one_precision_check_and_share_its_decision
         assert log.count("chosen by the check in a process of its own") == 1, log[-3000:]
         waited = [line for line in log.splitlines() if "waiting for its decision" in line]
         cached = [line for line in log.splitlines() if "from the decision cached in" in line]
-        assert len(waited) == 1 and len(cached) == 1, log[-3000:]
-        assert log_pid(waited[0]) == log_pid(cached[0])
+        assert len(cached) == 1 and len(waited) <= 1, log[-3000:]
+        assert {log_pid(line) for line in waited} <= {log_pid(cached[0])}
         assert {log_pid(line) for line in switched} == {
-            log_pid(waited[0]), log_pid(next(line for line in log.splitlines()
-                                              if "chosen by the check in a process" in line))}
+            log_pid(cached[0]), log_pid(next(line for line in log.splitlines()
+                                             if "chosen by the check in a process" in line))}
         assert len({line.split("serving ", 1)[1].split(" from now on")[0]
                     for line in switched}) == 1  # both workers serve the same choice
         for _ in range(4):  # both workers answer
