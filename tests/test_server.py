@@ -267,11 +267,7 @@ def test_two_workers_of_one_model_run_one_precision_check_and_share_its_decision
            "PRECISION_CHECK": "background"}
     with ServerProcess(small_model_dir, env) as server:
         server.wait_ready()
-        for _ in range(480):  # bounded: 240 s
-            if server.log.count("from now on") == 2:
-                break
-            time.sleep(0.5)
-        log = server.log
+        log = server.wait_logged("from now on", count=2, timeout=240)
         switched = [line for line in log.splitlines() if "from now on" in line]
         assert len(switched) == 2, log[-3000:]
         assert log.count("chosen by the check in a process of its own") == 1, log[-3000:]

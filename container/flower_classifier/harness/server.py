@@ -86,13 +86,15 @@ class ServerProcess:
         self.wait_logged("from now on", timeout=timeout, what="the precision check's end")
         return time.monotonic() - started
 
-    def wait_logged(self, *texts: str, timeout: float = 60.0, what: str = "") -> str:
-        """The log once it holds every one of `texts` (a worker that forks late logs late).
-        Fails after `timeout` seconds or if the process dies."""
+    def wait_logged(self, *texts: str, timeout: float = 60.0, what: str = "",
+                    count: int = 1) -> str:
+        """The log once it holds every one of `texts`, each at least `count` times (one line
+        per worker: a worker that forks late logs late). Fails after `timeout` seconds or if
+        the process dies."""
         deadline = time.monotonic() + timeout
         while True:
             log = self.log
-            if all(text in log for text in texts):
+            if all(log.count(text) >= count for text in texts):
                 return log
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited with {self.process.returncode}:\n{log}")
